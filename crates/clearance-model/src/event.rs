@@ -1,0 +1,50 @@
+//! Governance events: the entries of the audit log, stored as RFC 8785 canonical JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{CanonicalError, Digest, canonical_json};
+use crate::claims::ResourceRef;
+use crate::ids::{ExecutionId, KeyId, PolicyVersion, PrincipalId};
+use crate::reason::{Decision, DenyReason};
+use crate::role::Role;
+
+/// One audit-log entry. Secrets never appear here: API keys only by id, arguments only
+/// by digest (they may carry personal data; the digest is what the clearance binds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    Decision(DecisionEvent),
+    PolicyActivated { time: i64, by: PrincipalId, version: PolicyVersion },
+    PrincipalCreated { time: i64, by: PrincipalId, principal: PrincipalId, roles: Vec<Role> },
+    KeyIssued { time: i64, by: PrincipalId, principal: PrincipalId, key_id: KeyId },
+    KeyRevoked { time: i64, by: PrincipalId, key_id: KeyId },
+}
+
+impl Event {
+    /// The exact bytes the log stores and hashes.
+    pub fn to_entry_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
+        canonical_json(self)
+    }
+}
+
+/// The record of one authorization decision, allow and deny alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionEvent {
+    pub time: i64,
+    pub execution_id: ExecutionId,
+    pub principal: PrincipalId,
+    pub action: String,
+    pub resource: ResourceRef,
+    pub arguments: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    pub decision: Decision,
+    pub reasons: Vec<DenyReason>,
+    pub policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<PolicyVersion>,
+    /// When the clearance issued for this decision expires (allow only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+pub mod canonical;
+pub mod claims;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod reason;
+pub mod role;
+pub mod time;
+pub mod wire;
+
+pub use canonical::{CanonicalError, Digest, argument_digest, canonical_json};
+pub use claims::{ClearanceClaims, ResourceRef};
+pub use ids::{ExecutionId, IdError, KeyId, LogIndex, PolicyVersion, PrincipalId};
+pub use reason::{Decision, DenyReason};
+pub use role::Role;
+pub use time::Timestamp;

@@ -1,0 +1,24 @@
+//! Named bounds on everything a caller controls. Each has its own error where it is checked.
+
+/// Largest request body the API accepts.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Deepest nesting of JSON arrays and objects in `arguments` and `context`.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Longest action name.
+pub const MAX_ACTION_BYTES: usize = 128;
+/// Longest resource type or id.
+pub const MAX_RESOURCE_BYTES: usize = 256;
+/// Longest environment id.
+pub const MAX_ENVIRONMENT_BYTES: usize = 128;
+/// Longest principal id.
+pub const MAX_PRINCIPAL_ID_BYTES: usize = 128;
+/// Largest clearance token an enforcement point will parse.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Largest policy bundle (schema plus policies) accepted on push.
+pub const MAX_POLICY_BUNDLE_BYTES: usize = 1024 * 1024;
+/// Default clearance lifetime.
+pub const DEFAULT_TTL_SECONDS: u64 = 60;
+/// Default upper bound on a requested clearance lifetime.
+pub const DEFAULT_MAX_TTL_SECONDS: u64 = 300;
+/// Default clock leeway at enforcement points.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 5;

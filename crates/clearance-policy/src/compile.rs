@@ -1,0 +1,185 @@
+//! Turning a bundle into a validated, action-sliced policy.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    ActionConstraint, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema,
+    SchemaFragment, ValidationMode, Validator,
+};
+use clearance_model::canonical::{Digest, canonical_json};
+use clearance_model::ids::PolicyVersion;
+use clearance_model::limits::MAX_POLICY_BUNDLE_BYTES;
+use clearance_model::wire::PolicyBundle;
+
+use crate::PRINCIPAL_TYPE;
+use crate::context::{ContextShape, context_shapes};
+
+/// Why a bundle was rejected. Each variant carries the engine's messages verbatim.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("policy bundle is {got} bytes, more than the limit of {max}")]
+    TooLarge { got: usize, max: usize },
+    #[error("schema is invalid: {}", .0.join("; "))]
+    Schema(Vec<String>),
+    #[error("policies do not parse: {}", .0.join("; "))]
+    Parse(Vec<String>),
+    #[error("policies do not validate against the schema: {}", .0.join("; "))]
+    Validation(Vec<String>),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl PolicyError {
+    /// The individual messages, for clients that show them one per line.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Schema(m) | Self::Parse(m) | Self::Validation(m) => m.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// The version name of a bundle: SHA-256 of the RFC 8785 canonical JSON of
+/// `{"policies": ..., "schema": ...}`, so the same texts always name the same version.
+pub fn policy_version(bundle: &PolicyBundle) -> Result<PolicyVersion, PolicyError> {
+    let bytes = canonical_json(bundle).map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+    Ok(PolicyVersion::from_digest(Digest::of(&bytes)))
+}
+
+/// A validated bundle, ready to evaluate.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub(crate) version: PolicyVersion,
+    pub(crate) schema: Schema,
+    pub(crate) principal_type: EntityTypeName,
+    pub(crate) action_entities: Entities,
+    pub(crate) slices: HashMap<String, ActionSlice>,
+    pub(crate) all: PolicySet,
+    policy_ids: Vec<String>,
+}
+
+/// The policies that can apply to one action, and what its context holds.
+#[derive(Debug)]
+pub(crate) struct ActionSlice {
+    pub uid: EntityUid,
+    pub policies: PolicySet,
+    pub context: ContextShape,
+}
+
+impl CompiledPolicy {
+    /// Parse, strictly validate and slice a bundle.
+    pub fn compile(bundle: &PolicyBundle) -> Result<Self, PolicyError> {
+        let size = bundle.schema.len() + bundle.policies.len();
+        if size > MAX_POLICY_BUNDLE_BYTES {
+            return Err(PolicyError::TooLarge { got: size, max: MAX_POLICY_BUNDLE_BYTES });
+        }
+        let version = policy_version(bundle)?;
+        let (schema, _warnings) = Schema::from_cedarschema_str(&bundle.schema)
+            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let (fragment, _) = SchemaFragment::from_cedarschema_str(&bundle.schema)
+            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let fragment_json = fragment.to_json_value().map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let (namespace, shapes) = context_shapes(&fragment_json)?;
+
+        let qualify = |name: &str| {
+            if namespace.is_empty() { name.to_owned() } else { format!("{namespace}::{name}") }
+        };
+        let principal_type = EntityTypeName::from_str(&qualify(PRINCIPAL_TYPE))
+            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        if !schema.entity_types().any(|t| t == &principal_type) {
+            return Err(PolicyError::Schema(vec![format!(
+                "schema must declare entity type `{principal_type}`: every request's principal is an `{principal_type}`"
+            )]));
+        }
+
+        let all = parse_policies(&bundle.policies)?;
+        let validation = Validator::new(schema.clone()).validate(&all, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            return Err(PolicyError::Validation(
+                validation.validation_errors().map(|e| e.to_string()).collect(),
+            ));
+        }
+
+        let action_entities =
+            schema.action_entities().map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let mut slices = HashMap::new();
+        for uid in schema.actions() {
+            let name = uid.id().unescaped().to_owned();
+            let mut in_scope: HashSet<&EntityUid> = HashSet::from([uid]);
+            in_scope.extend(action_entities.ancestors(uid).into_iter().flatten());
+            let mut policies = PolicySet::new();
+            for policy in all.policies() {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(target) => &target == uid,
+                    ActionConstraint::In(targets) => targets.iter().any(|t| in_scope.contains(t)),
+                };
+                if applies {
+                    policies.add(policy.clone()).map_err(|e| PolicyError::Parse(vec![e.to_string()]))?;
+                }
+            }
+            let context = shapes.get(&name).copied().unwrap_or_default();
+            slices.insert(name, ActionSlice { uid: uid.clone(), policies, context });
+        }
+
+        let mut policy_ids: Vec<String> = all.policies().map(|p| p.id().to_string()).collect();
+        policy_ids.sort();
+        Ok(Self { version, schema, principal_type, action_entities, slices, all, policy_ids })
+    }
+
+    pub fn version(&self) -> PolicyVersion {
+        self.version
+    }
+
+    /// Every policy id in the bundle, sorted.
+    pub fn policy_ids(&self) -> &[String] {
+        &self.policy_ids
+    }
+
+    /// Every action the schema declares, sorted.
+    pub fn actions(&self) -> Vec<String> {
+        let mut actions: Vec<String> = self.slices.keys().cloned().collect();
+        actions.sort();
+        actions
+    }
+
+    /// How many policies a request for `action` meets (None for an unknown action).
+    pub fn policies_for_action(&self, action: &str) -> Option<usize> {
+        self.slices.get(action).map(|s| s.policies.policies().count())
+    }
+}
+
+/// Parse policies, naming each by its `@id("...")` annotation when it has one.
+fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
+    let parsed = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(vec![e.to_string()]))?;
+    if let Some(t) = parsed.templates().next() {
+        return Err(PolicyError::Unsupported(format!(
+            "policy templates are not supported (template `{}`)",
+            t.id()
+        )));
+    }
+    let mut named = PolicySet::new();
+    // Keep source order (the parser numbers policies policy0, policy1, ...).
+    let mut policies: Vec<_> = parsed.policies().collect();
+    policies.sort_by_key(|p| {
+        let id = p.id().to_string();
+        id.strip_prefix("policy").and_then(|n| n.parse::<usize>().ok()).unwrap_or(usize::MAX)
+    });
+    for policy in policies {
+        if policy.annotation("approval").is_some() {
+            return Err(PolicyError::Unsupported(format!(
+                "policy `{}` has an `@approval` annotation, but human approval is not supported yet; \
+                 remove it rather than have the policy allow without approval",
+                policy.annotation("id").unwrap_or(&policy.id().to_string())
+            )));
+        }
+        let policy = match policy.annotation("id") {
+            Some(id) => policy.new_id(PolicyId::new(id)),
+            None => policy.clone(),
+        };
+        let id = policy.id().to_string();
+        named.add(policy).map_err(|_| PolicyError::Parse(vec![format!("policy id `{id}` is used twice")]))?;
+    }
+    Ok(named)
+}

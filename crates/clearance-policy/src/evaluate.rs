@@ -1,0 +1,127 @@
+//! Evaluating one execution request.
+
+use std::str::FromStr;
+
+use cedar_policy::{Authorizer, Context, Decision, EntityId, EntityTypeName, EntityUid, PolicySet, Request};
+use clearance_model::ResourceRef;
+use serde_json::{Map, Value};
+
+use crate::compile::CompiledPolicy;
+
+/// What policy is asked about one request. Plain data: Cedar types stay inside.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyRequest<'a> {
+    pub principal: &'a str,
+    pub action: &'a str,
+    pub resource: &'a ResourceRef,
+    pub arguments: &'a Value,
+    pub context: &'a Value,
+    /// Seconds since the Unix epoch.
+    pub request_time: i64,
+}
+
+/// The policy stage's verdict. Policy ids are sorted so the outcome is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// At least one permit matched and no forbid did.
+    Permit { policies: Vec<String> },
+    /// No permit matched.
+    NotPermitted,
+    /// A forbid matched.
+    Forbidden { policies: Vec<String> },
+    /// A policy failed to evaluate; the request is denied whatever the others say.
+    EvaluationError { policies: Vec<String>, message: String },
+    /// The request does not fit the schema (unknown action, ill-typed arguments, ...).
+    InvalidRequest { message: String },
+}
+
+impl CompiledPolicy {
+    /// Evaluate against only the policies that can apply to the request's action.
+    pub fn evaluate(&self, req: &PolicyRequest<'_>) -> PolicyOutcome {
+        match self.slices.get(req.action) {
+            Some(slice) => self.run(req, &slice.uid, &slice.policies, slice.context),
+            None => unknown_action(req.action),
+        }
+    }
+
+    /// Evaluate against every policy of the bundle. Same answer as [`Self::evaluate`]
+    /// (a property test checks it); kept as the reference and the benchmark baseline.
+    pub fn evaluate_unsliced(&self, req: &PolicyRequest<'_>) -> PolicyOutcome {
+        match self.slices.get(req.action) {
+            Some(slice) => self.run(req, &slice.uid, &self.all, slice.context),
+            None => unknown_action(req.action),
+        }
+    }
+
+    fn run(
+        &self,
+        req: &PolicyRequest<'_>,
+        action: &EntityUid,
+        policies: &PolicySet,
+        shape: crate::context::ContextShape,
+    ) -> PolicyOutcome {
+        let invalid = |message: String| PolicyOutcome::InvalidRequest { message };
+        let mut context = Map::new();
+        for (declared, name, value) in [
+            (shape.arguments, "arguments", req.arguments),
+            (shape.context, "context", req.context),
+        ] {
+            if declared {
+                context.insert(name.into(), value.clone());
+            } else if value.as_object().is_none_or(|o| !o.is_empty()) {
+                return invalid(format!(
+                    "action `{}` declares no `{name}`, but the request carries some",
+                    req.action
+                ));
+            }
+        }
+        if shape.request_time {
+            context.insert("request_time".into(), Value::from(req.request_time));
+        }
+        let context = match Context::from_json_value(Value::Object(context), Some((&self.schema, action))) {
+            Ok(c) => c,
+            Err(e) => return invalid(format!("request does not match action `{}`: {e}", req.action)),
+        };
+        let principal = EntityUid::from_type_name_and_id(
+            self.principal_type.clone(),
+            EntityId::new(req.principal),
+        );
+        let resource_type = match EntityTypeName::from_str(&req.resource.kind) {
+            Ok(t) => t,
+            Err(_) => return invalid(format!("resource type `{}` is not a valid entity type name", req.resource.kind)),
+        };
+        let resource = EntityUid::from_type_name_and_id(resource_type, EntityId::new(&req.resource.id));
+        let request = match Request::new(principal, action.clone(), resource, context, Some(&self.schema)) {
+            Ok(r) => r,
+            Err(e) => return invalid(format!("request does not match action `{}`: {e}", req.action)),
+        };
+        let response = Authorizer::new().is_authorized(&request, policies, &self.action_entities);
+        let diagnostics = response.diagnostics();
+        let mut errored: Vec<String> = diagnostics.errors().map(|e| policy_of(e).to_string()).collect();
+        if !errored.is_empty() {
+            errored.sort();
+            errored.dedup();
+            let message = diagnostics.errors().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            return PolicyOutcome::EvaluationError { policies: errored, message };
+        }
+        let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        determining.sort();
+        match (response.decision(), determining.is_empty()) {
+            (Decision::Allow, _) => PolicyOutcome::Permit { policies: determining },
+            (Decision::Deny, true) => PolicyOutcome::NotPermitted,
+            (Decision::Deny, false) => PolicyOutcome::Forbidden { policies: determining },
+        }
+    }
+}
+
+fn policy_of(e: &cedar_policy::AuthorizationError) -> &cedar_policy::PolicyId {
+    match e {
+        cedar_policy::AuthorizationError::PolicyEvaluationError(inner) => inner.policy_id(),
+    }
+}
+
+fn unknown_action(action: &str) -> PolicyOutcome {
+    PolicyOutcome::InvalidRequest {
+        message: format!("action `{}` is not declared in the active policy schema", action.chars().take(128).collect::<String>()),
+    }
+}

@@ -1,0 +1,213 @@
+use clearance_model::ResourceRef;
+use clearance_model::wire::PolicyBundle;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::{CompiledPolicy, PolicyError, PolicyOutcome, PolicyRequest};
+
+const SCHEMA: &str = r#"
+entity Agent;
+entity Tool;
+type RefundArgs = { amount: Long, currency: String };
+action payments;
+action refund in [payments] appliesTo {
+    principal: Agent, resource: Tool,
+    context: { arguments: RefundArgs, request_time: Long }
+};
+action charge in [payments] appliesTo {
+    principal: Agent, resource: Tool,
+    context: { arguments: { amount: Long } }
+};
+action ping appliesTo { principal: Agent, resource: Tool };
+"#;
+
+const POLICIES: &str = r#"
+@id("small-refunds")
+permit(principal, action == Action::"refund", resource)
+when { context.arguments.amount <= 500 };
+
+@id("no-large-refunds")
+forbid(principal, action == Action::"refund", resource)
+when { context.arguments.amount > 1000 };
+
+@id("overflowing")
+forbid(principal, action == Action::"charge", resource)
+when { context.arguments.amount * 4611686018427387904 > 0 };
+
+@id("charges")
+permit(principal, action in Action::"payments", resource)
+when { context has arguments };
+
+@id("ping")
+permit(principal, action, resource == Tool::"health");
+"#;
+
+fn bundle(schema: &str, policies: &str) -> PolicyBundle {
+    PolicyBundle { schema: schema.into(), policies: policies.into() }
+}
+
+fn compiled() -> Result<CompiledPolicy, PolicyError> {
+    CompiledPolicy::compile(&bundle(SCHEMA, POLICIES))
+}
+
+fn ask(policy: &CompiledPolicy, action: &str, resource: &str, arguments: Value) -> PolicyOutcome {
+    policy.evaluate(&PolicyRequest {
+        principal: "billing-bot",
+        action,
+        resource: &ResourceRef::new("Tool", resource),
+        arguments: &arguments,
+        context: &json!({}),
+        request_time: 1_795_428_000,
+    })
+}
+
+fn ids(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn permit_forbid_and_no_permit() -> Result<(), PolicyError> {
+    let p = compiled()?;
+    let small = json!({"amount": 120, "currency": "EUR"});
+    assert_eq!(
+        ask(&p, "refund", "stripe", small),
+        PolicyOutcome::Permit { policies: ids(&["charges", "small-refunds"]) }
+    );
+    // 700 is permitted by `charges` (action group) only.
+    let mid = json!({"amount": 700, "currency": "EUR"});
+    assert_eq!(ask(&p, "refund", "stripe", mid), PolicyOutcome::Permit { policies: ids(&["charges"]) });
+    let large = json!({"amount": 5000, "currency": "EUR"});
+    assert_eq!(
+        ask(&p, "refund", "stripe", large),
+        PolicyOutcome::Forbidden { policies: ids(&["no-large-refunds"]) }
+    );
+    assert_eq!(ask(&p, "ping", "other", json!({})), PolicyOutcome::NotPermitted);
+    assert_eq!(ask(&p, "ping", "health", json!({})), PolicyOutcome::Permit { policies: ids(&["ping"]) });
+    Ok(())
+}
+
+/// Cedar skips a policy whose evaluation errors: here the erroring forbid would be
+/// ignored and the permit would allow. Clearance denies with the erroring policy named.
+#[test]
+fn evaluation_error_denies_where_cedar_alone_would_allow() -> Result<(), Box<dyn std::error::Error>> {
+    use std::str::FromStr;
+    let p = compiled()?;
+    let outcome = ask(&p, "charge", "stripe", json!({"amount": 3}));
+    let PolicyOutcome::EvaluationError { policies, message } = outcome else {
+        return Err(format!("expected an evaluation error, got {outcome:?}").into());
+    };
+    assert_eq!(policies, ids(&["overflowing"]));
+    assert!(message.contains("overflow"), "{message}");
+
+    // The same request straight through Cedar: allowed, with the error only in diagnostics.
+    let schema = cedar_policy::Schema::from_str(SCHEMA)?;
+    let pset = cedar_policy::PolicySet::from_str(POLICIES)?;
+    let action = cedar_policy::EntityUid::from_str(r#"Action::"charge""#)?;
+    let ctx = cedar_policy::Context::from_json_value(
+        json!({"arguments": {"amount": 3}}),
+        Some((&schema, &action)),
+    )?;
+    let req = cedar_policy::Request::new(
+        cedar_policy::EntityUid::from_str(r#"Agent::"billing-bot""#)?,
+        action,
+        cedar_policy::EntityUid::from_str(r#"Tool::"stripe""#)?,
+        ctx,
+        Some(&schema),
+    )?;
+    let entities = schema.action_entities()?;
+    let response = cedar_policy::Authorizer::new().is_authorized(&req, &pset, &entities);
+    assert_eq!(response.decision(), cedar_policy::Decision::Allow);
+    assert_eq!(response.diagnostics().errors().count(), 1);
+    Ok(())
+}
+
+#[test]
+fn ill_typed_and_unknown_requests_are_invalid() -> Result<(), PolicyError> {
+    let p = compiled()?;
+    let cases = [
+        ask(&p, "refund", "stripe", json!({"amount": "120", "currency": "EUR"})),
+        ask(&p, "refund", "stripe", json!({"amount": 120})),
+        ask(&p, "refund", "stripe", json!({"amount": 120, "currency": "EUR", "extra": 1})),
+        ask(&p, "teleport", "stripe", json!({})),
+        ask(&p, "ping", "health", json!({"unexpected": true})),
+    ];
+    for outcome in cases {
+        assert!(matches!(outcome, PolicyOutcome::InvalidRequest { .. }), "{outcome:?}");
+    }
+    let wrong_type = p.evaluate(&PolicyRequest {
+        principal: "billing-bot",
+        action: "ping",
+        resource: &ResourceRef::new("Agent", "x"),
+        arguments: &json!({}),
+        context: &json!({}),
+        request_time: 0,
+    });
+    assert!(matches!(wrong_type, PolicyOutcome::InvalidRequest { .. }), "{wrong_type:?}");
+    Ok(())
+}
+
+#[test]
+fn rejects_bad_bundles_with_messages() {
+    let cases: [(PolicyBundle, &str); 7] = [
+        (bundle("entity Agent; action x appliesTo { principal: Agent, resource: Agent, context: { nope: Long } };", ""), "`nope`"),
+        (bundle("entity Tool;", ""), "`Agent`"),
+        (bundle(SCHEMA, "permit(principal, action == Action::\"refund\", resource) when { context.arguments.amout > 1 };"), "amout"),
+        (bundle(SCHEMA, "permit(principal, action, resource"), "parse"),
+        (bundle(SCHEMA, "@id(\"a\") permit(principal, action, resource);\n@id(\"a\") forbid(principal, action, resource);"), "used twice"),
+        (bundle(SCHEMA, "@approval(\"required\") permit(principal, action, resource);"), "approval"),
+        (bundle(SCHEMA, "permit(principal == ?principal, action, resource);"), "template"),
+    ];
+    for (b, needle) in cases {
+        match CompiledPolicy::compile(&b) {
+            Ok(_) => panic!("bundle accepted, expected an error mentioning {needle}"),
+            Err(e) => assert!(e.to_string().contains(needle), "{e} should mention {needle}"),
+        }
+    }
+}
+
+#[test]
+fn version_is_content_address() -> Result<(), PolicyError> {
+    let a = compiled()?;
+    let b = compiled()?;
+    assert_eq!(a.version(), b.version());
+    let c = CompiledPolicy::compile(&bundle(SCHEMA, &format!("{POLICIES}\n// comment")))?;
+    assert_ne!(a.version(), c.version());
+    Ok(())
+}
+
+#[test]
+fn slicing_keeps_only_policies_that_can_apply() -> Result<(), PolicyError> {
+    let p = compiled()?;
+    // refund: small-refunds, no-large-refunds, charges (via group), ping (any action).
+    assert_eq!(p.policies_for_action("refund"), Some(4));
+    assert_eq!(p.policies_for_action("charge"), Some(3));
+    assert_eq!(p.policies_for_action("ping"), Some(1));
+    assert_eq!(p.policies_for_action("nope"), None);
+    Ok(())
+}
+
+proptest! {
+    /// The sliced evaluation agrees with evaluating the whole bundle, for any request.
+    #[test]
+    fn sliced_equals_unsliced(
+        action in prop::sample::select(vec!["refund", "charge", "ping", "payments", "unknown"]),
+        resource in prop::sample::select(vec!["stripe", "health"]),
+        amount in prop_oneof![-5i64..2000, Just(i64::MAX), Just(i64::MIN)],
+        with_currency in any::<bool>(),
+        time in any::<i64>(),
+    ) {
+        let p = compiled().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut args = json!({"amount": amount});
+        if with_currency { args["currency"] = json!("EUR"); }
+        if action == "ping" || action == "payments" { args = json!({}); }
+        let req = PolicyRequest {
+            principal: "p",
+            action,
+            resource: &ResourceRef::new("Tool", resource),
+            arguments: &args,
+            context: &json!({}),
+            request_time: time,
+        };
+        prop_assert_eq!(p.evaluate(&req), p.evaluate_unsliced(&req));
+    }
+}
