@@ -1,1 +1,11 @@
-#![doc = "placeholder"]
+#![doc = include_str!("../README.md")]
+
+mod jwk;
+mod key;
+mod token;
+
+pub use jwk::{Jwk, JwkError, Jwks};
+pub use key::{ClearanceSigner, KeyError};
+pub use token::{CLEARANCE_TYPE, JWS_ALGORITHM, TokenError, UnverifiedToken};
+
+pub use ed25519_dalek::VerifyingKey;

@@ -1,0 +1,167 @@
+//! Clearance verification at an enforcement point (DESIGN.md section 3).
+
+use clearance_artifact::{Jwks, TokenError, UnverifiedToken};
+use clearance_model::limits::DEFAULT_LEEWAY_SECONDS;
+use clearance_model::{CanonicalError, ClearanceClaims, Digest, ResourceRef, argument_digest};
+
+/// One variant per failed check, with what was found and what was wanted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("clearance is malformed: {0}")]
+    Malformed(String),
+    #[error("clearance is {got} bytes, more than the limit of {max}")]
+    Oversize { got: usize, max: usize },
+    #[error("clearance algorithm `{alg}` is not accepted: only `EdDSA` is")]
+    WrongAlgorithm { alg: String },
+    #[error("clearance type `{typ}` is not `clearance+jwt`")]
+    WrongType { typ: String },
+    #[error("clearance is signed by unknown key `{kid}`")]
+    UnknownKey { kid: String },
+    #[error("clearance signature does not verify")]
+    BadSignature,
+    #[error("clearance was issued by `{got}`, not `{want}`")]
+    WrongIssuer { got: String, want: String },
+    #[error("clearance is for environment `{}`, not `{}`", .got.as_deref().unwrap_or("<none>"), .want.as_deref().unwrap_or("<none>"))]
+    WrongAudience { got: Option<String>, want: Option<String> },
+    #[error("clearance is not valid before {nbf} (now {now}, leeway {leeway} s)")]
+    NotYetValid { nbf: i64, now: i64, leeway: u64 },
+    #[error("clearance expired at {exp} (now {now}, leeway {leeway} s)")]
+    Expired { exp: i64, now: i64, leeway: u64 },
+    #[error("clearance is for action `{got}`, not `{want}`")]
+    ActionMismatch { got: String, want: String },
+    #[error("clearance is for resource `{got}`, not `{want}`")]
+    ResourceMismatch { got: ResourceRef, want: ResourceRef },
+    #[error("clearance is for arguments {got}, not {want}")]
+    ArgumentsMismatch { got: Digest, want: Digest },
+    #[error("arguments cannot be digested: {0}")]
+    Arguments(String),
+}
+
+impl VerifyError {
+    /// Stable snake_case code for wire formats and exit messages.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Oversize { .. } => "oversize",
+            Self::WrongAlgorithm { .. } => "wrong_algorithm",
+            Self::WrongType { .. } => "wrong_type",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::WrongIssuer { .. } => "wrong_issuer",
+            Self::WrongAudience { .. } => "wrong_audience",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::Expired { .. } => "expired",
+            Self::ActionMismatch { .. } => "action_mismatch",
+            Self::ResourceMismatch { .. } => "resource_mismatch",
+            Self::ArgumentsMismatch { .. } => "arguments_mismatch",
+            Self::Arguments(_) => "arguments_invalid",
+        }
+    }
+}
+
+impl From<TokenError> for VerifyError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Oversize { got, max } => Self::Oversize { got, max },
+            TokenError::Malformed(m) => Self::Malformed(m),
+            TokenError::UnsupportedAlgorithm { alg } => Self::WrongAlgorithm { alg },
+            TokenError::WrongType { typ } => Self::WrongType { typ },
+            TokenError::BadSignature => Self::BadSignature,
+        }
+    }
+}
+
+/// Exactly the call an executor is about to make.
+#[derive(Debug, Clone)]
+pub struct ExpectedCall<'a> {
+    action: &'a str,
+    resource: &'a ResourceRef,
+    arguments: Digest,
+}
+
+impl<'a> ExpectedCall<'a> {
+    pub fn new(action: &'a str, resource: &'a ResourceRef, arguments: &serde_json::Value) -> Result<Self, VerifyError> {
+        let arguments = argument_digest(arguments).map_err(|e: CanonicalError| VerifyError::Arguments(e.to_string()))?;
+        Ok(Self { action, resource, arguments })
+    }
+}
+
+/// A clearance that passed every check for one call. Only [`Verifier`] builds it.
+#[derive(Debug, Clone)]
+pub struct VerifiedClearance {
+    claims: ClearanceClaims,
+}
+
+impl VerifiedClearance {
+    pub fn claims(&self) -> &ClearanceClaims {
+        &self.claims
+    }
+}
+
+/// Checks clearances from one control plane, for one environment (or none).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    jwks: Jwks,
+    issuer: String,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+impl Verifier {
+    /// `audience` is this enforcement point's environment id. A verifier bound to an
+    /// environment refuses clearances for any other (or none); one bound to none
+    /// refuses clearances bound to an environment.
+    pub fn new(jwks: Jwks, issuer: impl Into<String>, audience: Option<String>) -> Self {
+        Self { jwks, issuer: issuer.into(), audience, leeway: DEFAULT_LEEWAY_SECONDS }
+    }
+
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        self.leeway = seconds;
+        self
+    }
+
+    /// Every check that needs no server state, in order: structure, header, key,
+    /// signature, issuer, audience, time window, then the exact call.
+    pub fn verify(&self, token: &str, call: &ExpectedCall<'_>, now: i64) -> Result<VerifiedClearance, VerifyError> {
+        let claims = self.verify_token(token, now)?;
+        if claims.act != call.action {
+            return Err(VerifyError::ActionMismatch { got: claims.act, want: call.action.to_owned() });
+        }
+        if &claims.res != call.resource {
+            return Err(VerifyError::ResourceMismatch { got: claims.res, want: call.resource.clone() });
+        }
+        if claims.args != call.arguments {
+            return Err(VerifyError::ArgumentsMismatch { got: claims.args, want: call.arguments });
+        }
+        Ok(VerifiedClearance { claims })
+    }
+
+    /// The checks that do not depend on the call: for inspecting a clearance (the CLI's
+    /// `verify` without `--action`). The claims returned authorize nothing.
+    pub fn inspect(&self, token: &str, now: i64) -> Result<ClearanceClaims, VerifyError> {
+        self.verify_token(token, now)
+    }
+
+    fn verify_token(&self, token: &str, now: i64) -> Result<ClearanceClaims, VerifyError> {
+        let parsed = UnverifiedToken::parse(token)?;
+        let key = self
+            .jwks
+            .find(parsed.kid())
+            .map_err(|_| VerifyError::UnknownKey { kid: parsed.kid().chars().take(64).collect() })?;
+        let claims = parsed.verify_signature(&key)?;
+        if claims.iss != self.issuer {
+            return Err(VerifyError::WrongIssuer { got: claims.iss, want: self.issuer.clone() });
+        }
+        if claims.aud != self.audience {
+            return Err(VerifyError::WrongAudience { got: claims.aud, want: self.audience.clone() });
+        }
+        let leeway = i64::try_from(self.leeway).unwrap_or(i64::MAX);
+        if now.saturating_add(leeway) < claims.nbf {
+            return Err(VerifyError::NotYetValid { nbf: claims.nbf, now, leeway: self.leeway });
+        }
+        if now.saturating_sub(leeway) >= claims.exp {
+            return Err(VerifyError::Expired { exp: claims.exp, now, leeway: self.leeway });
+        }
+        Ok(claims)
+    }
+}
