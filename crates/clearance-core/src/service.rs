@@ -1,0 +1,328 @@
+//! The control plane: the decision path with authentication and the durable log around
+//! the engine, plus principals, keys and policy versions.
+
+use std::sync::{Arc, RwLock};
+
+use clearance_model::event::{DecisionEvent, Event};
+use clearance_model::wire::{
+    AuthorizeRequest, AuthorizeResponse, CreatePrincipal, IssuedKey, KeyView, PolicyActivated, PolicyBundle,
+    PolicyPushed, PolicyValidated, PolicyView, PrincipalView,
+};
+use clearance_model::{Decision, ExecutionId, KeyId, PolicyVersion, PrincipalId, Role, Timestamp};
+use clearance_policy::CompiledPolicy;
+
+use crate::apikey::ApiKey;
+use crate::engine::{Caller, DecisionEngine};
+use crate::error::CoreError;
+use crate::store::{KeyRecord, PrincipalRecord, Store};
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// The policy the control plane decides with.
+#[derive(Debug, Clone)]
+pub enum PolicyState {
+    /// Nothing activated yet: every request is denied.
+    None,
+    Active(Arc<CompiledPolicy>),
+    /// The stored active version no longer compiles (for example after an engine
+    /// upgrade): every request is denied until a valid version is activated.
+    Broken { version: PolicyVersion, message: String },
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub storage: Result<(), String>,
+    pub policy: Result<Option<PolicyVersion>, String>,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.storage.is_ok() && self.policy.is_ok()
+    }
+}
+
+/// The name of the principal `bootstrap` creates.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    engine: DecisionEngine,
+    clock: Arc<dyn Clock>,
+    policy: RwLock<PolicyState>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Load the active policy version from the store.
+    pub async fn new(store: Arc<dyn Store>, engine: DecisionEngine, clock: Arc<dyn Clock>) -> Result<Self, CoreError> {
+        let state = match store.active_policy().await? {
+            None => PolicyState::None,
+            Some((version, bundle)) => match CompiledPolicy::compile(&bundle) {
+                Ok(p) => PolicyState::Active(Arc::new(p)),
+                Err(e) => {
+                    tracing::error!(%version, error = %e, "the active policy version does not compile: denying everything");
+                    PolicyState::Broken { version, message: e.to_string() }
+                }
+            },
+        };
+        Ok(Self { store, engine, clock, policy: RwLock::new(state) })
+    }
+
+    pub fn engine(&self) -> &DecisionEngine {
+        &self.engine
+    }
+
+    pub fn policy_state(&self) -> PolicyState {
+        self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn active(&self) -> Option<Arc<CompiledPolicy>> {
+        match &*self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            PolicyState::Active(p) => Some(Arc::clone(p)),
+            PolicyState::None | PolicyState::Broken { .. } => None,
+        }
+    }
+
+    /// Create the first admin principal and key when no principal exists. Returns the
+    /// key when one was generated (to show once); a supplied key is not echoed.
+    pub async fn bootstrap(&self, supplied: Option<ApiKey>) -> Result<Option<ApiKey>, CoreError> {
+        if self.store.principal_count().await? > 0 {
+            if let Some(key) = supplied {
+                if !self.store.key_hash_known(&key.hash()).await? {
+                    tracing::warn!("the bootstrap admin key is ignored: principals already exist");
+                }
+            }
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let admin: PrincipalId = BOOTSTRAP_ADMIN.parse().map_err(|e| CoreError::Internal(format!("{e}")))?;
+        let record = PrincipalRecord { id: admin.clone(), roles: vec![Role::Admin], created_at: now };
+        let event = Event::PrincipalCreated { time: now.seconds(), by: admin.clone(), principal: admin.clone(), roles: vec![Role::Admin] };
+        self.store.create_principal(&record, entry(&event)?).await?;
+        let generated = supplied.is_none();
+        let key = match supplied {
+            Some(k) => k,
+            None => ApiKey::generate()?,
+        };
+        self.store_key(&admin, &admin, &key, now).await?;
+        Ok(if generated { Some(key) } else { None })
+    }
+
+    /// Stage 1: turn a presented key into a caller.
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Caller, CoreError> {
+        let key = ApiKey::parse(presented.ok_or(CoreError::InvalidApiKey)?)?;
+        let hash = key.hash();
+        match self.store.principal_by_key(&hash).await? {
+            Some((principal, stored)) if stored.ct_eq(&hash) => Ok(Caller { id: principal.id, roles: principal.roles }),
+            _ => Err(CoreError::InvalidApiKey),
+        }
+    }
+
+    /// The decision path, stages 2 to 8. The decision (allow or deny) is durable in the
+    /// log before this returns; a clearance is signed only after that.
+    pub async fn authorize(&self, caller: &Caller, req: &AuthorizeRequest) -> Result<AuthorizeResponse, CoreError> {
+        let now = self.clock.now();
+        let execution_id = ExecutionId::random().map_err(|e| CoreError::Internal(e.to_string()))?;
+        let policy = self.active();
+        let verdict = self.engine.decide(caller, req, policy.as_deref(), now);
+        let expires = now.plus_seconds(verdict.ttl_seconds);
+        let event = Event::Decision(DecisionEvent {
+            time: now.seconds(),
+            execution_id: execution_id.clone(),
+            principal: caller.id.clone(),
+            action: truncate(&req.action, clearance_model::limits::MAX_ACTION_BYTES),
+            resource: clearance_model::ResourceRef::new(
+                truncate(&req.resource.kind, clearance_model::limits::MAX_RESOURCE_BYTES),
+                truncate(&req.resource.id, clearance_model::limits::MAX_RESOURCE_BYTES),
+            ),
+            arguments: verdict.arguments,
+            environment: req.environment.as_deref().map(|e| truncate(e, clearance_model::limits::MAX_ENVIRONMENT_BYTES)),
+            decision: verdict.decision,
+            reasons: verdict.reasons.clone(),
+            policies: verdict.policies.clone(),
+            policy_version: verdict.policy_version,
+            expires: (verdict.decision == Decision::Allow).then_some(expires.seconds()),
+        });
+        // Stage 7: no clearance without its durable log entry.
+        let log_index = self
+            .store
+            .append(entry(&event)?)
+            .await
+            .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
+        let (clearance, expires_at) = if verdict.decision == Decision::Allow {
+            let (token, exp) = self.engine.issue(caller, req, &verdict, &execution_id, log_index, now)?;
+            (Some(token), Some(exp.to_rfc3339()))
+        } else {
+            (None, None)
+        };
+        Ok(AuthorizeResponse {
+            decision: verdict.decision,
+            reasons: verdict.reasons,
+            policies: verdict.policies,
+            policy_version: verdict.policy_version,
+            execution_id,
+            log_index: Some(log_index),
+            clearance,
+            expires_at,
+            message: verdict.message,
+        })
+    }
+
+    pub async fn create_principal(&self, caller: &Caller, req: &CreatePrincipal) -> Result<PrincipalView, CoreError> {
+        require(caller, &[Role::Admin])?;
+        let mut roles = req.roles.clone();
+        roles.sort();
+        roles.dedup();
+        if roles.is_empty() {
+            return Err(CoreError::InvalidRequest("a principal needs at least one role".into()));
+        }
+        let now = self.clock.now();
+        let record = PrincipalRecord { id: req.id.clone(), roles: roles.clone(), created_at: now };
+        let event = Event::PrincipalCreated { time: now.seconds(), by: caller.id.clone(), principal: req.id.clone(), roles };
+        self.store.create_principal(&record, entry(&event)?).await?;
+        Ok(principal_view(record))
+    }
+
+    pub async fn list_principals(&self, caller: &Caller) -> Result<Vec<PrincipalView>, CoreError> {
+        require(caller, &[Role::Admin, Role::Auditor])?;
+        Ok(self.store.list_principals().await?.into_iter().map(principal_view).collect())
+    }
+
+    pub async fn issue_key(&self, caller: &Caller, principal: &PrincipalId) -> Result<IssuedKey, CoreError> {
+        require(caller, &[Role::Admin])?;
+        if self.store.principal(principal).await?.is_none() {
+            return Err(CoreError::NotFound(format!("principal `{principal}`")));
+        }
+        let key = ApiKey::generate()?;
+        let key_id = self.store_key(&caller.id, principal, &key, self.clock.now()).await?;
+        Ok(IssuedKey { key: key.expose().to_owned(), key_id, principal: principal.clone() })
+    }
+
+    async fn store_key(&self, by: &PrincipalId, principal: &PrincipalId, key: &ApiKey, now: Timestamp) -> Result<KeyId, CoreError> {
+        let key_id = KeyId::random().map_err(|e| CoreError::Internal(e.to_string()))?;
+        let record = KeyRecord { key_id: key_id.clone(), principal: principal.clone(), created_at: now, revoked_at: None };
+        let event = Event::KeyIssued { time: now.seconds(), by: by.clone(), principal: principal.clone(), key_id: key_id.clone() };
+        self.store.add_key(&record, &key.hash(), entry(&event)?).await?;
+        Ok(key_id)
+    }
+
+    pub async fn list_keys(&self, caller: &Caller, principal: &PrincipalId) -> Result<Vec<KeyView>, CoreError> {
+        require(caller, &[Role::Admin, Role::Auditor])?;
+        if self.store.principal(principal).await?.is_none() {
+            return Err(CoreError::NotFound(format!("principal `{principal}`")));
+        }
+        Ok(self
+            .store
+            .list_keys(principal)
+            .await?
+            .into_iter()
+            .map(|k| KeyView {
+                key_id: k.key_id,
+                principal: k.principal,
+                created_at: k.created_at.to_rfc3339(),
+                revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
+            })
+            .collect())
+    }
+
+    pub async fn revoke_key(&self, caller: &Caller, key_id: &KeyId) -> Result<(), CoreError> {
+        require(caller, &[Role::Admin])?;
+        let now = self.clock.now();
+        let event = Event::KeyRevoked { time: now.seconds(), by: caller.id.clone(), key_id: key_id.clone() };
+        self.store.revoke_key(key_id, now, entry(&event)?).await?;
+        Ok(())
+    }
+
+    pub async fn validate_policy(&self, caller: &Caller, bundle: &PolicyBundle) -> Result<PolicyValidated, CoreError> {
+        require(caller, &[Role::Admin])?;
+        let compiled = CompiledPolicy::compile(bundle)?;
+        Ok(PolicyValidated { version: compiled.version(), policy_ids: compiled.policy_ids().to_vec(), actions: compiled.actions() })
+    }
+
+    /// Store a bundle as an immutable version. Does not activate it.
+    pub async fn push_policy(&self, caller: &Caller, bundle: &PolicyBundle) -> Result<PolicyPushed, CoreError> {
+        require(caller, &[Role::Admin])?;
+        let compiled = CompiledPolicy::compile(bundle)?;
+        let created = self.store.save_policy(&compiled.version(), bundle, self.clock.now()).await?;
+        Ok(PolicyPushed { version: compiled.version(), created, policy_ids: compiled.policy_ids().to_vec() })
+    }
+
+    pub async fn activate_policy(&self, caller: &Caller, version: &PolicyVersion) -> Result<PolicyActivated, CoreError> {
+        require(caller, &[Role::Admin])?;
+        let bundle = self
+            .store
+            .policy(version)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("policy version `{version}`")))?;
+        let compiled = Arc::new(CompiledPolicy::compile(&bundle)?);
+        let now = self.clock.now();
+        let event = Event::PolicyActivated { time: now.seconds(), by: caller.id.clone(), version: *version };
+        let log_index = self.store.activate_policy(version, now, entry(&event)?).await?;
+        *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyState::Active(compiled);
+        Ok(PolicyActivated { version: *version, log_index })
+    }
+
+    pub async fn list_policies(&self, caller: &Caller) -> Result<Vec<PolicyView>, CoreError> {
+        require(caller, &[Role::Admin, Role::Auditor])?;
+        Ok(self
+            .store
+            .list_policies()
+            .await?
+            .into_iter()
+            .map(|p| PolicyView { version: p.version, created_at: p.created_at.to_rfc3339(), active: p.active })
+            .collect())
+    }
+
+    pub async fn readiness(&self) -> Readiness {
+        let storage = self.store.check_writable().await.map_err(|e| e.to_string());
+        let policy = match self.policy_state() {
+            PolicyState::None => Ok(None),
+            PolicyState::Active(p) => Ok(Some(p.version())),
+            PolicyState::Broken { version, message } => Err(format!("active policy `{version}` is invalid: {message}")),
+        };
+        Readiness { storage, policy }
+    }
+}
+
+fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError> {
+    match any_of.iter().find(|r| caller.has(**r)) {
+        Some(_) => Ok(()),
+        None => Err(CoreError::UnauthorizedRole { required: any_of.first().copied().unwrap_or(Role::Admin) }),
+    }
+}
+
+fn entry(event: &Event) -> Result<Vec<u8>, CoreError> {
+    event.to_entry_bytes().map_err(|e| CoreError::Internal(format!("log entry: {e}")))
+}
+
+fn principal_view(p: PrincipalRecord) -> PrincipalView {
+    PrincipalView { id: p.id, roles: p.roles, created_at: p.created_at.to_rfc3339() }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

@@ -1,0 +1,123 @@
+use clearance_artifact::ClearanceSigner;
+use clearance_model::wire::{AuthorizeRequest, PolicyBundle};
+use clearance_model::{Decision, DenyReason, ExecutionId, LogIndex, ResourceRef, Role, Timestamp};
+use clearance_policy::CompiledPolicy;
+use serde_json::{Value, json};
+
+use crate::{Caller, DecisionEngine, EngineConfig};
+
+const SCHEMA: &str = r#"
+entity Agent;
+entity Tool;
+action refund appliesTo {
+    principal: Agent, resource: Tool,
+    context: { arguments: { amount: Long, currency: String }, request_time: Long }
+};
+"#;
+const POLICIES: &str = r#"
+@id("small-refunds")
+permit(principal, action == Action::"refund", resource) when { context.arguments.amount <= 500 };
+@id("no-large-refunds")
+forbid(principal, action == Action::"refund", resource) when { context.arguments.amount > 1000 };
+@id("overflow")
+forbid(principal, action == Action::"refund", resource) when { context.arguments.amount == 999 && context.request_time * 1000000000000 > 0 };
+"#;
+
+fn engine() -> DecisionEngine {
+    DecisionEngine::new(
+        ClearanceSigner::generate().unwrap(),
+        EngineConfig { issuer: "https://clearance.test".into(), default_ttl_seconds: 60, max_ttl_seconds: 300 },
+    )
+}
+
+fn policy() -> CompiledPolicy {
+    CompiledPolicy::compile(&PolicyBundle { schema: SCHEMA.into(), policies: POLICIES.into() }).unwrap()
+}
+
+fn agent() -> Caller {
+    Caller { id: "billing-bot".parse().unwrap(), roles: vec![Role::Agent] }
+}
+
+fn request(arguments: Value) -> AuthorizeRequest {
+    serde_json::from_value(json!({
+        "action": "refund",
+        "resource": {"type": "Tool", "id": "stripe"},
+        "arguments": arguments,
+    }))
+    .unwrap()
+}
+
+const NOW: Timestamp = Timestamp(1_795_428_000);
+
+/// The decision path against a table of expected outcomes.
+#[test]
+fn decision_table() {
+    let (e, p) = (engine(), policy());
+    let eur = |amount: i64| json!({"amount": amount, "currency": "EUR"});
+    let mut with_ttl = request(eur(1));
+    with_ttl.ttl_seconds = Some(301);
+    let mut with_parent = request(eur(1));
+    with_parent.parent = Some("eyJ...".into());
+    let mut bad_args = request(json!([1]));
+    bad_args.arguments = json!([1]);
+    let auditor = Caller { id: "eve".parse().unwrap(), roles: vec![Role::Auditor, Role::Admin] };
+    let cases: Vec<(Caller, AuthorizeRequest, Option<&CompiledPolicy>, Decision, Vec<DenyReason>, Vec<&str>)> = vec![
+        (agent(), request(eur(120)), Some(&p), Decision::Allow, vec![], vec!["small-refunds"]),
+        (agent(), request(eur(700)), Some(&p), Decision::Deny, vec![DenyReason::PolicyDenied], vec![]),
+        (agent(), request(eur(5000)), Some(&p), Decision::Deny, vec![DenyReason::PolicyForbidden], vec!["no-large-refunds"]),
+        (agent(), request(eur(999)), Some(&p), Decision::Deny, vec![DenyReason::PolicyError], vec!["overflow"]),
+        (agent(), request(json!({"amount": "1", "currency": "EUR"})), Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
+        (agent(), request(eur(120)), None, Decision::Deny, vec![DenyReason::NoActivePolicy], vec![]),
+        (auditor, request(eur(120)), Some(&p), Decision::Deny, vec![DenyReason::UnauthorizedRole], vec![]),
+        (agent(), with_ttl, Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
+        (agent(), with_parent, Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
+        (agent(), bad_args, Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
+    ];
+    for (i, (caller, req, policy, decision, reasons, policies)) in cases.into_iter().enumerate() {
+        let v = e.decide(&caller, &req, policy, NOW);
+        assert_eq!((v.decision, &v.reasons), (decision, &reasons), "case {i}: {v:?}");
+        assert_eq!(v.policies, policies, "case {i}");
+        assert_eq!(v.ttl_seconds > 0, decision == Decision::Allow, "case {i}");
+    }
+}
+
+#[test]
+fn decisions_are_deterministic() {
+    let (e, p) = (engine(), policy());
+    for amount in [1, 500, 501, 999, 1001] {
+        let req = request(json!({"amount": amount, "currency": "EUR"}));
+        let first = e.decide(&agent(), &req, Some(&p), NOW);
+        for _ in 0..20 {
+            assert_eq!(e.decide(&agent(), &req, Some(&p), NOW), first);
+        }
+        // A second engine with another key, same policy text: same verdict.
+        assert_eq!(engine().decide(&agent(), &req, Some(&policy()), NOW), first);
+    }
+}
+
+#[test]
+fn deep_arguments_are_rejected() {
+    let e = engine();
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({"a": deep});
+    }
+    let v = e.decide(&agent(), &request(deep), Some(&policy()), NOW);
+    assert_eq!(v.reasons, vec![DenyReason::InvalidRequest]);
+    assert!(v.message.unwrap_or_default().contains("deeper than 32"));
+}
+
+#[test]
+fn issue_signs_only_allows() {
+    let (e, p) = (engine(), policy());
+    let id = ExecutionId::random().unwrap();
+    let req = request(json!({"amount": 5000, "currency": "EUR"}));
+    let deny = e.decide(&agent(), &req, Some(&p), NOW);
+    assert!(e.issue(&agent(), &req, &deny, &id, LogIndex(1), NOW).is_err());
+    let req = request(json!({"amount": 5, "currency": "EUR"}));
+    let allow = e.decide(&agent(), &req, Some(&p), NOW);
+    let (token, exp) = e.issue(&agent(), &req, &allow, &id, LogIndex(1), NOW).unwrap();
+    assert_eq!(exp, Timestamp(NOW.0 + 60));
+    assert_eq!(token.split('.').count(), 3);
+    assert_eq!(req.resource, ResourceRef::new("Tool", "stripe"));
+}
