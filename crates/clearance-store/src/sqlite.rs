@@ -1,0 +1,335 @@
+//! `Store` on SQLite.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clearance_core::{KeyHash, KeyRecord, PolicyRecord, PrincipalRecord, Store, StoreError};
+use clearance_model::wire::PolicyBundle;
+use clearance_model::{KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sequencer::{self, AppendJob, insert_entry, next_index, unavailable};
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a writer waits for the database lock before giving up.
+    pub busy_timeout: Duration,
+    /// How long an append may take, from queueing to durable, before it is an error.
+    pub append_timeout: Duration,
+    /// Most entries in one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { busy_timeout: Duration::from_secs(2), append_timeout: Duration::from_secs(5), max_batch: 512 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    appends: mpsc::Sender<AppendJob>,
+    options: StoreOptions,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, apply migrations, and start the
+    /// log sequencer. Must be called inside a Tokio runtime.
+    pub async fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(options.append_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
+        let (appends, jobs) = mpsc::channel(16 * 1024);
+        tokio::spawn(sequencer::run(pool.clone(), jobs, options.max_batch, options.append_timeout));
+        Ok(Self { pool, appends, options })
+    }
+
+    /// Every log entry from `start`, for tests and (later) log verification.
+    pub async fn entries(&self, start: u64, limit: u32) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT idx, entry FROM log_entries WHERE idx >= ? ORDER BY idx LIMIT ?")
+            .bind(i64::try_from(start).unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| Ok((LogIndex(r.try_get::<i64, _>(0).map_err(unavailable)?.try_into().unwrap_or(0)), r.try_get(1).map_err(unavailable)?)))
+            .collect()
+    }
+
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)
+    }
+}
+
+fn roles_json(roles: &[Role]) -> Result<String, StoreError> {
+    serde_json::to_string(roles).map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+fn principal_row(row: &sqlx::sqlite::SqliteRow) -> Result<PrincipalRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Unavailable(format!("corrupt principal row: {what}"));
+    let id: String = row.try_get("id").map_err(unavailable)?;
+    let roles: String = row.try_get("roles").map_err(unavailable)?;
+    Ok(PrincipalRecord {
+        id: id.parse().map_err(|_| corrupt("id"))?,
+        roles: serde_json::from_str(&roles).map_err(|_| corrupt("roles"))?,
+        created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
+    })
+}
+
+fn policy_version(s: &str) -> Result<PolicyVersion, StoreError> {
+    PolicyVersion::from_str(s).map_err(|_| StoreError::Unavailable(format!("corrupt policy version `{s}`")))
+}
+
+fn conflict_or_unavailable(e: sqlx::Error, what: String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => unavailable(e),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn principal_by_key(&self, hash: &KeyHash) -> Result<Option<(PrincipalRecord, KeyHash)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.id, p.roles, p.created_at, k.key_hash FROM api_keys k \
+             JOIN principals p ON p.id = k.principal_id \
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("key_hash").map_err(unavailable)?;
+        let stored = <[u8; 32]>::try_from(stored.as_slice())
+            .map_err(|_| StoreError::Unavailable("corrupt key hash".into()))?;
+        Ok(Some((principal_row(&row)?, KeyHash(stored))))
+    }
+
+    async fn principal(&self, id: &PrincipalId) -> Result<Option<PrincipalRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, roles, created_at FROM principals WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(principal_row).transpose()
+    }
+
+    async fn principal_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&self.pool).await.map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, roles, created_at FROM principals ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(principal_row).collect()
+    }
+
+    async fn list_keys(&self, principal: &PrincipalId) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, principal_id, created_at, revoked_at FROM api_keys WHERE principal_id = ? ORDER BY created_at, key_id",
+        )
+        .bind(principal.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let key_id: String = r.try_get("key_id").map_err(unavailable)?;
+                let owner: String = r.try_get("principal_id").map_err(unavailable)?;
+                Ok(KeyRecord {
+                    key_id: key_id.parse().map_err(|_| StoreError::Unavailable("corrupt key id".into()))?,
+                    principal: owner.parse().map_err(|_| StoreError::Unavailable("corrupt principal id".into()))?,
+                    created_at: Timestamp(r.try_get("created_at").map_err(unavailable)?),
+                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at").map_err(unavailable)?.map(Timestamp),
+                })
+            })
+            .collect()
+    }
+
+    async fn key_hash_known(&self, hash: &KeyHash) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = ?")
+            .bind(&hash.0[..])
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn create_principal(&self, principal: &PrincipalRecord, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO principals (id, roles, created_at) VALUES (?, ?, ?)")
+            .bind(principal.id.as_str())
+            .bind(roles_json(&principal.roles)?)
+            .bind(principal.created_at.seconds())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or_unavailable(e, format!("principal `{}`", principal.id)))?;
+        let idx = next_index(&mut tx).await?;
+        insert_entry(&mut tx, idx, &event, principal.created_at.seconds()).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LogIndex(idx))
+    }
+
+    async fn add_key(&self, key: &KeyRecord, hash: &KeyHash, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO api_keys (key_id, principal_id, key_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(key.key_id.as_str())
+            .bind(key.principal.as_str())
+            .bind(&hash.0[..])
+            .bind(key.created_at.seconds())
+            .execute(&mut *tx)
+            .await
+            // Never name the key in the message: a unique violation on the hash means the
+            // same key was supplied twice.
+            .map_err(|e| conflict_or_unavailable(e, "that API key".to_owned()))?;
+        let idx = next_index(&mut tx).await?;
+        insert_entry(&mut tx, idx, &event, key.created_at.seconds()).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LogIndex(idx))
+    }
+
+    async fn revoke_key(&self, key_id: &KeyId, at: Timestamp, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL")
+            .bind(at.seconds())
+            .bind(key_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("unrevoked key `{key_id}`")));
+        }
+        let idx = next_index(&mut tx).await?;
+        insert_entry(&mut tx, idx, &event, at.seconds()).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LogIndex(idx))
+    }
+
+    async fn save_policy(&self, version: &PolicyVersion, bundle: &PolicyBundle, at: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO policy_versions (version, schema_text, policies_text, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(version.to_string())
+        .bind(&bundle.schema)
+        .bind(&bundle.policies)
+        .bind(at.seconds())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn policy(&self, version: &PolicyVersion) -> Result<Option<PolicyBundle>, StoreError> {
+        let row = sqlx::query("SELECT schema_text, policies_text FROM policy_versions WHERE version = ?")
+            .bind(version.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| Ok(PolicyBundle { schema: r.try_get(0).map_err(unavailable)?, policies: r.try_get(1).map_err(unavailable)? }))
+            .transpose()
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.version, v.created_at, a.version IS NOT NULL AS active FROM policy_versions v \
+             LEFT JOIN active_policy a ON a.version = v.version ORDER BY v.created_at, v.version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyRecord {
+                    version: policy_version(&r.try_get::<String, _>(0).map_err(unavailable)?)?,
+                    created_at: Timestamp(r.try_get(1).map_err(unavailable)?),
+                    active: r.try_get(2).map_err(unavailable)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn activate_policy(&self, version: &PolicyVersion, at: Timestamp, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO active_policy (singleton, version, activated_at) VALUES (0, ?, ?) \
+             ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at",
+        )
+        .bind(version.to_string())
+        .bind(at.seconds())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let idx = next_index(&mut tx).await?;
+        insert_entry(&mut tx, idx, &event, at.seconds()).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LogIndex(idx))
+    }
+
+    async fn active_policy(&self) -> Result<Option<(PolicyVersion, PolicyBundle)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT v.version, v.schema_text, v.policies_text FROM active_policy a \
+             JOIN policy_versions v ON v.version = a.version",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| {
+            Ok((
+                policy_version(&r.try_get::<String, _>(0).map_err(unavailable)?)?,
+                PolicyBundle { schema: r.try_get(1).map_err(unavailable)?, policies: r.try_get(2).map_err(unavailable)? },
+            ))
+        })
+        .transpose()
+    }
+
+    async fn append(&self, entry: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let wait = async {
+            self.appends
+                .send(AppendJob { entry, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("the log sequencer has stopped".into()))?;
+            answer.await.map_err(|_| StoreError::Unavailable("the log sequencer dropped the append".into()))?
+        };
+        // The sequencer has its own timeout per batch; this bounds queueing as well.
+        match tokio::time::timeout(self.options.append_timeout * 2, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("log append timed out".into())),
+        }
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO health (id, checked_at) VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
+            .bind(Timestamp::now().seconds())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+}

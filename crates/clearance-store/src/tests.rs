@@ -1,0 +1,140 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clearance_artifact::ClearanceSigner;
+use clearance_core::{ApiKey, ControlPlane, CoreError, DecisionEngine, EngineConfig, Store, StoreError, SystemClock};
+use clearance_model::wire::{AuthorizeRequest, CreatePrincipal, PolicyBundle};
+use clearance_model::{Decision, DenyReason, LogIndex, Role};
+use serde_json::json;
+use sqlx::Connection as _;
+
+use crate::{SqliteStore, StoreOptions};
+
+const SCHEMA: &str = r#"
+entity Agent;
+entity Tool;
+action refund appliesTo { principal: Agent, resource: Tool, context: { arguments: { amount: Long } } };
+"#;
+const POLICIES: &str = r#"@id("small") permit(principal, action, resource) when { context.arguments.amount < 500 };"#;
+
+fn options() -> StoreOptions {
+    StoreOptions { busy_timeout: Duration::from_millis(200), append_timeout: Duration::from_millis(800), max_batch: 64 }
+}
+
+async fn plane(store: &SqliteStore) -> ControlPlane {
+    let engine = DecisionEngine::new(
+        ClearanceSigner::generate().unwrap(),
+        EngineConfig { issuer: "http://test".into(), default_ttl_seconds: 60, max_ttl_seconds: 300 },
+    );
+    ControlPlane::new(Arc::new(store.clone()), engine, Arc::new(SystemClock)).await.unwrap()
+}
+
+fn refund(amount: i64) -> AuthorizeRequest {
+    serde_json::from_value(json!({"action": "refund", "resource": {"type": "Tool", "id": "t"}, "arguments": {"amount": amount}})).unwrap()
+}
+
+#[tokio::test]
+async fn bootstrap_keys_and_policy_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store = SqliteStore::open(&path, options()).await.unwrap();
+    let cp = plane(&store).await;
+    let admin_key = cp.bootstrap(None).await.unwrap().expect("a generated key");
+    assert!(cp.bootstrap(None).await.unwrap().is_none(), "second bootstrap creates nothing");
+    let admin = cp.authenticate(Some(admin_key.expose())).await.unwrap();
+    assert_eq!(admin.roles, vec![Role::Admin]);
+
+    cp.create_principal(&admin, &CreatePrincipal { id: "bot".parse().unwrap(), roles: vec![Role::Agent] }).await.unwrap();
+    let dup = cp.create_principal(&admin, &CreatePrincipal { id: "bot".parse().unwrap(), roles: vec![Role::Agent] }).await;
+    assert!(matches!(dup, Err(CoreError::Conflict(_))), "{dup:?}");
+    let issued = cp.issue_key(&admin, &"bot".parse().unwrap()).await.unwrap();
+    let bot = cp.authenticate(Some(&issued.key)).await.unwrap();
+    let pushed = cp.push_policy(&admin, &PolicyBundle { schema: SCHEMA.into(), policies: POLICIES.into() }).await.unwrap();
+    assert!(pushed.created);
+    cp.activate_policy(&admin, &pushed.version).await.unwrap();
+    assert_eq!(cp.authorize(&bot, &refund(10)).await.unwrap().decision, Decision::Allow);
+
+    // An agent cannot manage principals.
+    let denied = cp.list_principals(&bot).await;
+    assert!(matches!(denied, Err(CoreError::UnauthorizedRole { required: Role::Admin })), "{denied:?}");
+
+    drop(cp);
+    let store = SqliteStore::open(&path, options()).await.unwrap();
+    let cp = plane(&store).await;
+    let bot = cp.authenticate(Some(&issued.key)).await.unwrap();
+    let again = cp.authorize(&bot, &refund(10)).await.unwrap();
+    assert_eq!(again.decision, Decision::Allow);
+    assert_eq!(again.policy_version, Some(pushed.version));
+
+    cp.revoke_key(&admin, &issued.key_id).await.unwrap();
+    assert!(matches!(cp.authenticate(Some(&issued.key)).await, Err(CoreError::InvalidApiKey)));
+    let wrong = ApiKey::generate().unwrap();
+    assert!(matches!(cp.authenticate(Some(wrong.expose())).await, Err(CoreError::InvalidApiKey)));
+    assert!(matches!(cp.authenticate(None).await, Err(CoreError::InvalidApiKey)));
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_distinct_gapless_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db"), options()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300u32 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.append(format!("{{\"n\":{i}}}").into_bytes()).await }));
+    }
+    let mut seen = BTreeSet::new();
+    for t in tasks {
+        seen.insert(t.await.unwrap().unwrap());
+    }
+    assert_eq!(seen, (0..300).map(LogIndex).collect());
+    let entries = store.entries(0, 1000).await.unwrap();
+    assert_eq!(entries.len(), 300);
+    // Each stored entry is the one its caller was given the index for.
+    let bodies: BTreeSet<Vec<u8>> = entries.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(bodies.len(), 300);
+}
+
+#[tokio::test]
+async fn log_rows_cannot_be_changed_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store = SqliteStore::open(&path, options()).await.unwrap();
+    store.append(b"{}".to_vec()).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    for sql in ["UPDATE log_entries SET entry = x'00'", "DELETE FROM log_entries"] {
+        let err = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+}
+
+/// Another process holding the write lock makes the log unavailable: the decision is
+/// `audit_unavailable`, no clearance exists, and service resumes once the lock is gone.
+#[tokio::test]
+async fn locked_database_means_audit_unavailable_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store = SqliteStore::open(&path, options()).await.unwrap();
+    let cp = plane(&store).await;
+    let key = cp.bootstrap(None).await.unwrap().unwrap();
+    let admin = cp.authenticate(Some(key.expose())).await.unwrap();
+    cp.create_principal(&admin, &CreatePrincipal { id: "bot".parse().unwrap(), roles: vec![Role::Agent] }).await.unwrap();
+    let issued = cp.issue_key(&admin, &"bot".parse().unwrap()).await.unwrap();
+    let bot = cp.authenticate(Some(&issued.key)).await.unwrap();
+    let v = cp.push_policy(&admin, &PolicyBundle { schema: SCHEMA.into(), policies: POLICIES.into() }).await.unwrap().version;
+    cp.activate_policy(&admin, &v).await.unwrap();
+
+    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    let result = cp.authorize(&bot, &refund(10)).await;
+    assert!(matches!(result, Err(CoreError::AuditUnavailable(_))), "{result:?}");
+    assert!(matches!(store.check_writable().await, Err(StoreError::Unavailable(_))));
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+
+    let ok = cp.authorize(&bot, &refund(10)).await.unwrap();
+    assert_eq!(ok.decision, Decision::Allow);
+    assert!(ok.clearance.is_some());
+    let deny = cp.authorize(&bot, &refund(10_000)).await.unwrap();
+    assert_eq!(deny.reasons, vec![DenyReason::PolicyDenied]);
+    assert!(store.check_writable().await.is_ok());
+}
