@@ -1,1 +1,73 @@
-#![doc = "placeholder"]
+#![doc = include_str!("../README.md")]
+
+mod auth;
+mod error;
+mod metrics;
+mod openapi;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use clearance_artifact::Jwks;
+use clearance_core::ControlPlane;
+use clearance_model::limits::MAX_REQUEST_BYTES;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// How long any request may take before it is answered `408 timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Everything the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    plane: ControlPlane,
+    jwks: Jwks,
+    metrics: Metrics,
+    limiter: auth::FailureLimiter,
+}
+
+impl AppState {
+    pub fn new(plane: ControlPlane) -> Self {
+        let jwks = Jwks { keys: vec![plane.engine().signer().jwk()] };
+        Self { inner: Arc::new(Inner { plane, jwks, metrics: Metrics::new(), limiter: auth::FailureLimiter::default() }) }
+    }
+
+    pub fn plane(&self) -> &ControlPlane {
+        &self.inner.plane
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::authorize::routes())
+        .merge(routes::principals::routes())
+        .merge(routes::policies::routes())
+        .merge(routes::meta::routes())
+        .fallback(routes::meta::not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+//! Stage 1 at the edge: the bearer key, and a limiter for repeated invalid keys.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use clearance_core::{Caller, CoreError};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let limiter = &state.inner.limiter;
+        if limiter.blocked(ip) {
+            return Err(ApiError::RateLimited);
+        }
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match state.plane().authenticate(presented).await {
+            Ok(caller) => Ok(Self(caller)),
+            Err(CoreError::InvalidApiKey) => {
+                state.metrics().auth_failure();
+                limiter.record_failure(ip);
+                tracing::info!(%ip, "invalid API key");
+                Err(ApiError::Core(CoreError::InvalidApiKey))
+            }
+            Err(other) => Err(ApiError::Core(other)),
+        }
+    }
+}
+
+/// Counts invalid keys per source address in fixed windows.
+#[derive(Debug)]
+pub(crate) struct FailureLimiter {
+    window: Duration,
+    max_failures: u32,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// Addresses tracked at most; past this, expired windows are dropped first.
+const MAX_TRACKED: usize = 10_000;
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        Self { window: Duration::from_secs(60), max_failures: 50, seen: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl FailureLimiter {
+    fn blocked(&self, ip: IpAddr) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.get(&ip).is_some_and(|(start, n)| start.elapsed() < self.window && *n >= self.max_failures)
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= MAX_TRACKED {
+            let window = self.window;
+            seen.retain(|_, (start, _)| start.elapsed() < window);
+        }
+        let entry = seen.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}

@@ -1,0 +1,107 @@
+//! The one place where failures become HTTP responses.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use clearance_core::CoreError;
+use clearance_model::DenyReason;
+use clearance_model::wire::{ErrorBody, ErrorDetail};
+
+#[derive(Debug)]
+pub enum ApiError {
+    Core(CoreError),
+    /// The body is not the JSON the endpoint takes.
+    BadRequest(String),
+    RateLimited,
+    TooLarge,
+    /// A decision was recorded, but it is a client error (unauthorized role, invalid
+    /// request): answered with its reason, execution id and log index.
+    Recorded { status: StatusCode, detail: ErrorDetail },
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        Self::Core(e)
+    }
+}
+
+pub(crate) fn status_of(e: &CoreError) -> StatusCode {
+    match e {
+        CoreError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+        CoreError::UnauthorizedRole { .. } => StatusCode::FORBIDDEN,
+        CoreError::InvalidRequest(_) | CoreError::PolicyRejected(_) => StatusCode::BAD_REQUEST,
+        CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::Conflict(_) => StatusCode::CONFLICT,
+        CoreError::AuditUnavailable(_) | CoreError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn detail(code: &str, message: String) -> ErrorDetail {
+    ErrorDetail { code: code.to_owned(), message, reasons: Vec::new(), execution_id: None, log_index: None }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail) = match self {
+            Self::Core(e) => {
+                let status = status_of(&e);
+                let mut d = detail(e.code(), e.to_string());
+                d.reasons = match &e {
+                    CoreError::InvalidApiKey => vec![DenyReason::InvalidApiKey],
+                    CoreError::UnauthorizedRole { .. } => vec![DenyReason::UnauthorizedRole],
+                    CoreError::AuditUnavailable(_) => vec![DenyReason::AuditUnavailable],
+                    _ => Vec::new(),
+                };
+                if let CoreError::PolicyRejected(p) = &e {
+                    d.message = p.messages().join("\n");
+                }
+                if status.is_server_error() {
+                    tracing::error!(code = e.code(), error = %e, "request failed");
+                }
+                (status, d)
+            }
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, detail("invalid_request", message)),
+            Self::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                detail("rate_limited", "too many invalid API keys from this address: try again later".into()),
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                detail(
+                    "request_too_large",
+                    format!("request body is larger than the limit of {} bytes", clearance_model::limits::MAX_REQUEST_BYTES),
+                ),
+            ),
+            Self::Recorded { status, detail } => (status, detail),
+        };
+        (status, Json(ErrorBody { error: detail })).into_response()
+    }
+}
+
+/// Rewrite any error response that is not already JSON (the framework's own 404, 405,
+/// 413, 408, a caught panic's 500) into the stable error body.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("request_too_large", "request body is larger than the limit"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long and was abandoned"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send a JSON body"),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("invalid_request", "the request was rejected"),
+    };
+    let mut out = (status, Json(ErrorBody { error: detail(code, message.to_owned()) })).into_response();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        out.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    out
+}

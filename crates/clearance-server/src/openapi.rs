@@ -1,0 +1,47 @@
+//! The OpenAPI 3.1 document, generated from the handlers and wire types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Clearance control plane", description = "Pre-execution authorization for AI agents."),
+    paths(
+        routes::authorize::authorize,
+        routes::principals::create_principal,
+        routes::principals::list_principals,
+        routes::principals::issue_key,
+        routes::principals::list_keys,
+        routes::principals::revoke_key,
+        routes::policies::push_policy,
+        routes::policies::validate_policy,
+        routes::policies::activate_policy,
+        routes::policies::list_policies,
+        routes::meta::jwks,
+        routes::meta::livez,
+        routes::meta::readyz,
+        routes::meta::metrics,
+        routes::meta::openapi,
+    ),
+    modifiers(&BearerKey)
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Clearance API key: `Authorization: Bearer clr_...`"))
+                    .build(),
+            ),
+        );
+    }
+}

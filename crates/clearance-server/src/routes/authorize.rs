@@ -1,0 +1,84 @@
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use clearance_model::DenyReason;
+use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse, ErrorBody, ErrorDetail};
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::routes::json_body;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/v1/authorize", post(authorize))
+}
+
+/// Ask for a clearance. Allow and deny are both `200` with the decision; a request from a
+/// principal without the `agent` role is `403`, a request that does not fit the active
+/// schema `400`, and both are still recorded in the log.
+#[utoipa::path(
+    post, path = "/v1/authorize", tag = "decisions",
+    request_body = AuthorizeRequest,
+    responses(
+        (status = 200, description = "Decision (allow with a clearance, or deny with reasons)", body = AuthorizeResponse),
+        (status = 400, description = "Malformed body, unknown action or ill-typed arguments (`invalid_request`)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key (`invalid_api_key`)", body = ErrorBody),
+        (status = 403, description = "The principal lacks the `agent` role (`unauthorized_role`)", body = ErrorBody),
+        (status = 413, description = "Body over the size limit (`request_too_large`)", body = ErrorBody),
+        (status = 503, description = "The decision could not be made durable (`audit_unavailable`); no clearance", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn authorize(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let req: AuthorizeRequest = json_body(body)?;
+    let result = state.plane().authorize(&caller, &req).await;
+    state.metrics().authorize_latency(started.elapsed().as_secs_f64());
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, clearance_core::CoreError::AuditUnavailable(_)) {
+                state.metrics().decision(clearance_model::Decision::Deny, &[DenyReason::AuditUnavailable]);
+            }
+            return Err(e.into());
+        }
+    };
+    state.metrics().decision(response.decision, &response.reasons);
+    tracing::info!(
+        execution_id = %response.execution_id,
+        principal = %caller.id,
+        action = %req.action,
+        decision = response.decision.as_str(),
+        reasons = ?response.reasons,
+        log_index = ?response.log_index,
+        "decision"
+    );
+    let client_error = response.reasons.iter().find_map(|r| match r {
+        DenyReason::UnauthorizedRole => Some(StatusCode::FORBIDDEN),
+        DenyReason::InvalidRequest => Some(StatusCode::BAD_REQUEST),
+        _ => None,
+    });
+    match client_error {
+        Some(status) => Err(ApiError::Recorded {
+            status,
+            detail: ErrorDetail {
+                code: response.reasons.first().map_or("invalid_request", |r| r.as_str()).to_owned(),
+                message: response.message.unwrap_or_default(),
+                reasons: response.reasons,
+                execution_id: Some(response.execution_id),
+                log_index: response.log_index,
+            },
+        }),
+        None => Ok(Json(response).into_response()),
+    }
+}

@@ -1,0 +1,106 @@
+//! The router in process (no socket) over the real SQLite store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use clearance_artifact::ClearanceSigner;
+use clearance_core::{ControlPlane, DecisionEngine, EngineConfig, SystemClock};
+use clearance_store::{SqliteStore, StoreOptions};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use crate::{AppState, router};
+
+struct Harness {
+    app: axum::Router,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db"), StoreOptions::default()).await.unwrap();
+    let engine = DecisionEngine::new(
+        ClearanceSigner::generate().unwrap(),
+        EngineConfig { issuer: "http://test".into(), default_ttl_seconds: 60, max_ttl_seconds: 300 },
+    );
+    let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock)).await.unwrap();
+    let admin = plane.bootstrap(None).await.unwrap().unwrap().expose().to_owned();
+    Harness { app: router(AppState::new(plane)), admin, _dir: dir }
+}
+
+impl Harness {
+    async fn call(&self, method: &str, uri: &str, key: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(k) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let req = req.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
+    }
+}
+
+#[tokio::test]
+async fn every_error_is_a_json_body() {
+    let h = harness().await;
+    let cases = [
+        ("GET", "/v1/nope", None, None, StatusCode::NOT_FOUND, "not_found"),
+        ("GET", "/v1/authorize", None, None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("POST", "/v1/authorize", None, Some("{}"), StatusCode::UNAUTHORIZED, "invalid_api_key"),
+        ("POST", "/v1/principals", Some(h.admin.as_str()), Some("{not json"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/policies/sha256:zz/activate", Some(h.admin.as_str()), None, StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (method, uri, key, body, status, code) in cases {
+        let (got, json) = h.call(method, uri, key, body).await;
+        assert_eq!(got, status, "{method} {uri}: {json}");
+        assert_eq!(json["error"]["code"], code, "{method} {uri}: {json}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let big = format!("{{\"id\":\"{}\"}}", "x".repeat(70 * 1024));
+    let (got, json) = h.call("POST", "/v1/principals", Some(&h.admin), Some(&big)).await;
+    assert_eq!((got, json["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large")));
+}
+
+#[tokio::test]
+async fn openapi_lists_the_api() {
+    let h = harness().await;
+    let (status, doc) = h.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in ["/v1/authorize", "/v1/principals", "/v1/policies", "/v1/policies/{version}/activate", "/.well-known/jwks.json"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert!(doc["components"]["schemas"].get("AuthorizeRequest").is_some());
+}
+
+#[tokio::test]
+async fn repeated_invalid_keys_are_rate_limited() {
+    let h = harness().await;
+    let mut statuses = Vec::new();
+    for _ in 0..55 {
+        statuses.push(h.call("GET", "/v1/principals", Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None).await.0);
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(statuses[54], StatusCode::TOO_MANY_REQUESTS);
+    let (_, json) = h.call("GET", "/v1/principals", Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None).await;
+    assert_eq!(json["error"]["code"], "rate_limited");
+    let (_, metrics) = h.call("GET", "/metrics", None, None).await;
+    assert!(metrics.as_str().unwrap().contains("clearance_auth_failures_total 50"), "{metrics}");
+}
+
+#[tokio::test]
+async fn readyz_and_jwks() {
+    let h = harness().await;
+    let (status, body) = h.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["storage"]["ok"], true);
+    let (_, jwks) = h.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    assert_eq!(jwks["keys"][0]["kid"], body["checks"]["signing_key"]["kid"]);
+}
