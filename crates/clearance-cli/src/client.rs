@@ -1,0 +1,102 @@
+//! The HTTP client of the control plane API.
+
+use std::time::Duration;
+
+use clap::Args;
+use clearance_model::wire::ErrorBody;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::output::Failure;
+
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
+
+/// Options every client subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// Control plane URL.
+    #[arg(long, env = "CLEARANCE_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// API key (`clr_...`). Prefer the environment variable: flags show up in `ps`.
+    #[arg(long, env = "CLEARANCE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print the server's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> Result<Self, Failure> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Failure::Error(e.into()))?;
+        Ok(Self { http, base: args.server.trim_end_matches('/').to_owned(), key: args.api_key.clone() })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), Failure> {
+        self.send::<(), serde_json::Value>(Method::DELETE, path, None).await.map(|_| ())
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, Failure> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let res = req.send().await.map_err(|e| {
+            Failure::Unavailable(format!("cannot reach the control plane at {}: {}", self.base, root_cause(&e)))
+        })?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
+        if status == StatusCode::NO_CONTENT {
+            return serde_json::from_slice(b"null").map_err(|e| Failure::Error(e.into()));
+        }
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Error(anyhow::anyhow!("unexpected answer from {url}: {e}")));
+        }
+        Err(api_failure(status, &bytes))
+    }
+}
+
+/// Turn an error answer into a failure with the server's code and message.
+pub(crate) fn api_failure(status: StatusCode, bytes: &[u8]) -> Failure {
+    let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) else {
+        return Failure::Error(anyhow::anyhow!("control plane answered {status} without an error body"));
+    };
+    let message = format!("{}: {}", body.error.code, body.error.message);
+    match (status, body.error.code.as_str()) {
+        (_, "invalid_api_key" | "unauthorized_role" | "rate_limited") => Failure::Unauthorized(message),
+        (StatusCode::SERVICE_UNAVAILABLE, _) => Failure::Unavailable(message),
+        _ => Failure::Error(anyhow::anyhow!(message)),
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,140 @@
+//! Server configuration: flags and environment variables first, then the config file,
+//! then defaults that need no configuration at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use clearance_artifact::ClearanceSigner;
+use clearance_core::{ApiKey, ControlPlane, DecisionEngine, EngineConfig, SystemClock};
+use clearance_model::limits::{DEFAULT_MAX_TTL_SECONDS, DEFAULT_TTL_SECONDS};
+use clearance_store::{SqliteStore, StoreOptions};
+use serde::Deserialize;
+
+pub(crate) const DEFAULT_DATA_DIR: &str = "./clearance-data";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+const KEY_FILE: &str = "signing-key.pem";
+const DB_FILE: &str = "clearance.db";
+
+/// Options shared by `serve` and `init`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerArgs {
+    /// Data directory: signing key and database. Created on first start.
+    #[arg(long, env = "CLEARANCE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds).
+    #[arg(long, env = "CLEARANCE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
+    #[arg(long, env = "CLEARANCE_ORIGIN")]
+    pub origin: Option<String>,
+    /// Use this key as the first admin key instead of generating one (for automation).
+    /// Must look like `clr_` followed by at least 22 base64url characters.
+    #[arg(long, env = "CLEARANCE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
+    pub bootstrap_admin_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    origin: Option<String>,
+    default_ttl_seconds: Option<u64>,
+    max_ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub origin: Option<String>,
+    pub default_ttl_seconds: u64,
+    pub max_ttl_seconds: u64,
+}
+
+impl ServerConfig {
+    pub fn resolve(args: &ServerArgs, listen_flag: Option<&str>) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading config `{}`", path.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing config `{}`", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let default_ttl_seconds = file.default_ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+        let max_ttl_seconds = file.max_ttl_seconds.unwrap_or(DEFAULT_MAX_TTL_SECONDS);
+        anyhow::ensure!(
+            (1..=max_ttl_seconds).contains(&default_ttl_seconds),
+            "default_ttl_seconds ({default_ttl_seconds}) must be between 1 and max_ttl_seconds ({max_ttl_seconds})"
+        );
+        Ok(Self {
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: listen_flag.map(str::to_owned).or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            origin: args.origin.clone().or(file.origin),
+            default_ttl_seconds,
+            max_ttl_seconds,
+        })
+    }
+
+    /// The issuer for a server bound to `bound`.
+    pub fn issuer(&self, bound: Option<SocketAddr>) -> String {
+        match (&self.origin, bound) {
+            (Some(o), _) => o.trim_end_matches('/').to_owned(),
+            (None, Some(addr)) => format!("http://{addr}"),
+            (None, None) => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// Everything `serve` and `init` open in the data directory.
+pub(crate) struct Opened {
+    pub plane: ControlPlane,
+    pub new_admin_key: Option<ApiKey>,
+    pub key_created: bool,
+}
+
+pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: String) -> anyhow::Result<Opened> {
+    let supplied = args
+        .bootstrap_admin_key
+        .as_deref()
+        .map(ApiKey::parse)
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("the bootstrap admin key must be `clr_` followed by at least 22 base64url characters"))?;
+    create_private_dir(&config.data_dir)?;
+    let (signer, key_created) = ClearanceSigner::load_or_create(&config.data_dir.join(KEY_FILE))?;
+    let store = SqliteStore::open(&config.data_dir.join(DB_FILE), StoreOptions::default()).await?;
+    let engine = DecisionEngine::new(
+        signer,
+        EngineConfig {
+            issuer,
+            default_ttl_seconds: config.default_ttl_seconds,
+            max_ttl_seconds: config.max_ttl_seconds,
+        },
+    );
+    let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock)).await?;
+    let new_admin_key = plane.bootstrap(supplied).await?;
+    Ok(Opened { plane, new_admin_key, key_created })
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory `{}`", dir.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn print_new_admin_key(key: &ApiKey, data_dir: &Path) {
+    println!("Created a new control plane in {}.", data_dir.display());
+    println!("First admin API key (shown once; store it now):");
+    println!();
+    println!("    {}", key.expose());
+    println!();
+}

@@ -1,0 +1,71 @@
+//! The `clearance` command: the control plane server and a client for it.
+//! Each subcommand lives in its own file under `command/`; none holds business rules.
+
+mod client;
+mod command;
+mod config;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Failure;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success: allowed, verified, done
+  1  error: bad input, unreadable file, unexpected server answer
+  2  usage error (wrong flags)
+  3  denied: the control plane decided `deny`
+  4  rejected: the clearance did not verify
+  5  not authenticated or not authorized (invalid_api_key, unauthorized_role, rate_limited)
+  6  unavailable: the control plane cannot be reached, or cannot record decisions";
+
+/// Clearance: pre-execution authorization for AI agents.
+///
+/// Start a control plane with `clearance serve` (SQLite in ./clearance-data, no
+/// configuration needed), then drive it with the client subcommands.
+#[derive(Debug, Parser)]
+#[command(name = "clearance", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Serve(command::serve::Args),
+    Init(command::init::Args),
+    Authorize(command::authorize::Args),
+    Verify(command::verify::Args),
+    #[command(subcommand)]
+    Policy(command::policy::Command),
+    #[command(subcommand)]
+    Principal(command::principal::Command),
+    #[command(subcommand)]
+    Key(command::key::Command),
+}
+
+/// Run a parsed command line and turn its outcome into an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return output::report(Failure::Error(anyhow::anyhow!("cannot start the async runtime: {e}"))),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => command::serve::run(args).await,
+            Command::Init(args) => command::init::run(args).await,
+            Command::Authorize(args) => command::authorize::run(args).await,
+            Command::Verify(args) => command::verify::run(args).await,
+            Command::Policy(cmd) => command::policy::run(cmd).await,
+            Command::Principal(cmd) => command::principal::run(cmd).await,
+            Command::Key(cmd) => command::key::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => output::report(failure),
+    }
+}
