@@ -1,0 +1,186 @@
+//! Start the real `clearance` binary on a free loopback port and talk to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clearance");
+pub const ADMIN_KEY: &str = "clr_e2e-admin-key-0123456789abcdefghijklmnop";
+
+pub const SCHEMA: &str = r#"
+entity Agent;
+entity Tool;
+action refund appliesTo {
+    principal: Agent,
+    resource: Tool,
+    context: { arguments: { amount: Long, currency: String }, request_time: Long }
+};
+action ping appliesTo { principal: Agent, resource: Tool };
+"#;
+
+pub const POLICIES: &str = r#"
+@id("small-refunds")
+permit (principal, action == Action::"refund", resource)
+when { context.arguments.amount <= 500 };
+
+@id("no-large-refunds")
+forbid (principal, action == Action::"refund", resource)
+when { context.arguments.amount > 1000 };
+
+// Overflows for 777: Cedar would skip this forbid and let `small-refunds` allow.
+@id("overflowing-check")
+forbid (principal, action == Action::"refund", resource)
+when { context.arguments.amount == 777 && context.request_time * 1000000000000 > 0 };
+
+@id("overflow-bait")
+permit (principal, action == Action::"refund", resource)
+when { context.arguments.amount == 777 };
+"#;
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A fresh control plane in a new temporary data directory.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut s = Self::start_in(&data_dir, &[]);
+        s._dir = Some(dir);
+        s
+    }
+
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::try_start_in(data_dir, extra).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    pub fn try_start_in(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--bootstrap-admin-key", ADMIN_KEY])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("clearance: listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("{status}: {}", stderr.lock().unwrap()));
+            }
+        };
+        Ok(Self { child, url, data_dir: data_dir.to_owned(), stderr, _dir: None })
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+
+    pub fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<String>) -> (u16, Value) {
+        let client = reqwest::blocking::Client::new();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let res = req.send().unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn post(&self, path: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+        self.call("POST", path, key, Some(body.to_string()))
+    }
+
+    /// Create an agent and return its key.
+    pub fn agent(&self, id: &str) -> String {
+        let (s, b) = self.post("/v1/principals", Some(ADMIN_KEY), &json!({"id": id, "roles": ["agent"]}));
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = self.post(&format!("/v1/principals/{id}/keys"), Some(ADMIN_KEY), &json!({}));
+        assert_eq!(s, 201, "{b}");
+        b["key"].as_str().unwrap().to_owned()
+    }
+
+    /// Push and activate the test bundle; returns its version.
+    pub fn activate(&self, schema: &str, policies: &str) -> String {
+        let (s, b) = self.post("/v1/policies", Some(ADMIN_KEY), &json!({"schema": schema, "policies": policies}));
+        assert!(s == 201 || s == 200, "{b}");
+        let version = b["version"].as_str().unwrap().to_owned();
+        let (s, b) = self.post(&format!("/v1/policies/{version}/activate"), Some(ADMIN_KEY), &json!({}));
+        assert_eq!(s, 200, "{b}");
+        version
+    }
+
+    pub fn authorize(&self, key: &str, action: &str, arguments: Value) -> (u16, Value) {
+        self.post(
+            "/v1/authorize",
+            Some(key),
+            &json!({"action": action, "resource": {"type": "Tool", "id": "stripe"}, "arguments": arguments}),
+        )
+    }
+
+    /// Run the CLI against this server.
+    pub fn cli(&self, key: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("CLEARANCE_SERVER", &self.url).env_remove("CLEARANCE_API_KEY");
+        if let Some(k) = key {
+            cmd.env("CLEARANCE_API_KEY", k);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn refund(amount: i64) -> Value {
+    json!({"amount": amount, "currency": "EUR"})
+}
