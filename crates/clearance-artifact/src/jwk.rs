@@ -48,14 +48,25 @@ impl Jwk {
     /// The key, after checking it is Ed25519 and that `kid` is its thumbprint.
     pub fn verifying_key(&self) -> Result<VerifyingKey, JwkError> {
         if self.kty != "OKP" || self.crv != "Ed25519" {
-            return Err(JwkError::NotEd25519 { kid: self.kid.clone(), kty: self.kty.clone(), crv: self.crv.clone() });
+            return Err(JwkError::NotEd25519 {
+                kid: self.kid.clone(),
+                kty: self.kty.clone(),
+                crv: self.crv.clone(),
+            });
         }
         let bad = || JwkError::BadPublicKey { kid: self.kid.clone() };
-        let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(&self.x).map_err(|_| bad())?.try_into().map_err(|_| bad())?;
+        let bytes: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(&self.x)
+            .map_err(|_| bad())?
+            .try_into()
+            .map_err(|_| bad())?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
         let expected = thumbprint(&key);
         if expected != self.kid {
-            return Err(JwkError::KidMismatch { kid: self.kid.clone(), thumbprint: expected });
+            return Err(JwkError::KidMismatch {
+                kid: self.kid.clone(),
+                thumbprint: expected,
+            });
         }
         Ok(key)
     }

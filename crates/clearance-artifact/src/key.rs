@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clearance_model::ClearanceClaims;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 
 use crate::jwk::{Jwk, thumbprint};
@@ -22,9 +22,7 @@ pub enum KeyError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write signing key `{path}`: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error(
-        "signing key `{path}` has mode {mode:o}, readable by others: refusing to use it (run `chmod 600` on it)"
-    )]
+    #[error("signing key `{path}` has mode {mode:o}, readable by others: refusing to use it (run `chmod 600` on it)")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("signing key `{path}` is not an Ed25519 PKCS#8 PEM key")]
     Format { path: PathBuf },
@@ -42,7 +40,9 @@ pub struct ClearanceSigner {
 
 impl fmt::Debug for ClearanceSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClearanceSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("ClearanceSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,16 +68,25 @@ impl ClearanceSigner {
                 signer.save_new(path)?;
                 Ok((signer, true))
             }
-            Err(source) => Err(KeyError::Read { path: path.to_owned(), source }),
+            Err(source) => Err(KeyError::Read {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
     /// Load a PKCS#8 PEM key, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let read_err = |source| KeyError::Read { path: path.to_owned(), source };
+        let read_err = |source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        };
         let mode = fs::metadata(path).map_err(read_err)?.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions { path: path.to_owned(), mode: mode & 0o7777 });
+            return Err(KeyError::Permissions {
+                path: path.to_owned(),
+                mode: mode & 0o7777,
+            });
         }
         let pem = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(read_err)?);
         let key = SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Format { path: path.to_owned() })?;
@@ -86,7 +95,10 @@ impl ClearanceSigner {
 
     /// Write the key to a new file with mode 0600. Never overwrites.
     pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
-        let write_err = |source| KeyError::Write { path: path.to_owned(), source };
+        let write_err = |source| KeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
         let pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Encode)?;
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -114,7 +126,10 @@ impl ClearanceSigner {
     /// Sign claims as a JWS compact clearance.
     pub fn sign(&self, claims: &ClearanceClaims) -> Result<String, TokenError> {
         // Fixed member order; JSON escaping of `kid` is a no-op (base64url alphabet).
-        let header = format!(r#"{{"alg":"{JWS_ALGORITHM}","typ":"{CLEARANCE_TYPE}","kid":"{}"}}"#, self.kid);
+        let header = format!(
+            r#"{{"alg":"{JWS_ALGORITHM}","typ":"{CLEARANCE_TYPE}","kid":"{}"}}"#,
+            self.kid
+        );
         let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Malformed(e.to_string()))?;
         let mut token = String::with_capacity(512);
         URL_SAFE_NO_PAD.encode_string(header, &mut token);

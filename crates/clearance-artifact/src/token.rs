@@ -49,7 +49,10 @@ pub struct UnverifiedToken<'a> {
 impl<'a> UnverifiedToken<'a> {
     pub fn parse(token: &'a str) -> Result<Self, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Oversize { got: token.len(), max: MAX_TOKEN_BYTES });
+            return Err(TokenError::Oversize {
+                got: token.len(),
+                max: MAX_TOKEN_BYTES,
+            });
         }
         let malformed = |what: &str| TokenError::Malformed(what.to_owned());
         let mut parts = token.split('.');
@@ -58,21 +61,39 @@ impl<'a> UnverifiedToken<'a> {
         };
         // The engine rejects padding and non-zero trailing bits, so each token has
         // exactly one encoding and no byte of it can change unnoticed.
-        let header = URL_SAFE_NO_PAD.decode(h).map_err(|_| malformed("header is not base64url"))?;
-        let header: Header = serde_json::from_slice(&header).map_err(|e| TokenError::Malformed(format!("header: {e}")))?;
+        let header = URL_SAFE_NO_PAD
+            .decode(h)
+            .map_err(|_| malformed("header is not base64url"))?;
+        let header: Header =
+            serde_json::from_slice(&header).map_err(|e| TokenError::Malformed(format!("header: {e}")))?;
         if header.alg != JWS_ALGORITHM {
-            return Err(TokenError::UnsupportedAlgorithm { alg: header.alg.chars().take(32).collect() });
+            return Err(TokenError::UnsupportedAlgorithm {
+                alg: header.alg.chars().take(32).collect(),
+            });
         }
         match header.typ.as_deref() {
             Some(CLEARANCE_TYPE) => {}
-            other => return Err(TokenError::WrongType { typ: other.unwrap_or("").chars().take(64).collect() }),
+            other => {
+                return Err(TokenError::WrongType {
+                    typ: other.unwrap_or("").chars().take(64).collect(),
+                });
+            }
         }
         let kid = header.kid.ok_or_else(|| malformed("header has no `kid`"))?;
-        let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| malformed("payload is not base64url"))?;
-        let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| malformed("signature is not base64url"))?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| malformed("payload is not base64url"))?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| malformed("signature is not base64url"))?;
         let signature = Signature::from_slice(&signature).map_err(|_| malformed("signature is not 64 bytes"))?;
         let signing_input = &token[..h.len() + 1 + p.len()];
-        Ok(Self { signing_input, kid, payload, signature })
+        Ok(Self {
+            signing_input,
+            kid,
+            payload,
+            signature,
+        })
     }
 
     pub fn kid(&self) -> &str {

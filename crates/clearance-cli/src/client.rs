@@ -40,7 +40,11 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| Failure::Error(e.into()))?;
-        Ok(Self { http, base: args.server.trim_end_matches('/').to_owned(), key: args.api_key.clone() })
+        Ok(Self {
+            http,
+            base: args.server.trim_end_matches('/').to_owned(),
+            key: args.api_key.clone(),
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
@@ -52,10 +56,17 @@ impl Client {
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), Failure> {
-        self.send::<(), serde_json::Value>(Method::DELETE, path, None).await.map(|_| ())
+        self.send::<(), serde_json::Value>(Method::DELETE, path, None)
+            .await
+            .map(|_| ())
     }
 
-    async fn send<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, Failure> {
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, Failure> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(key) = &self.key {
@@ -65,10 +76,17 @@ impl Client {
             req = req.json(body);
         }
         let res = req.send().await.map_err(|e| {
-            Failure::Unavailable(format!("cannot reach the control plane at {}: {}", self.base, root_cause(&e)))
+            Failure::Unavailable(format!(
+                "cannot reach the control plane at {}: {}",
+                self.base,
+                root_cause(&e)
+            ))
         })?;
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
         if status == StatusCode::NO_CONTENT {
             return serde_json::from_slice(b"null").map_err(|e| Failure::Error(e.into()));
         }

@@ -59,7 +59,8 @@ impl ServerConfig {
     pub fn resolve(args: &ServerArgs, listen_flag: Option<&str>) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config `{}`", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config `{}`", path.display()))?;
                 toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing config `{}`", path.display()))?
             }
             None => FileConfig::default(),
@@ -71,8 +72,15 @@ impl ServerConfig {
             "default_ttl_seconds ({default_ttl_seconds}) must be between 1 and max_ttl_seconds ({max_ttl_seconds})"
         );
         Ok(Self {
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            listen: listen_flag.map(str::to_owned).or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: listen_flag
+                .map(str::to_owned)
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             origin: args.origin.clone().or(file.origin),
             default_ttl_seconds,
             max_ttl_seconds,
@@ -102,7 +110,9 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
         .as_deref()
         .map(ApiKey::parse)
         .transpose()
-        .map_err(|_| anyhow::anyhow!("the bootstrap admin key must be `clr_` followed by at least 22 base64url characters"))?;
+        .map_err(|_| {
+            anyhow::anyhow!("the bootstrap admin key must be `clr_` followed by at least 22 base64url characters")
+        })?;
     create_private_dir(&config.data_dir)?;
     let (signer, key_created) = ClearanceSigner::load_or_create(&config.data_dir.join(KEY_FILE))?;
     let store = SqliteStore::open(&config.data_dir.join(DB_FILE), StoreOptions::default()).await?;
@@ -116,7 +126,11 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
     );
     let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock)).await?;
     let new_admin_key = plane.bootstrap(supplied).await?;
-    Ok(Opened { plane, new_admin_key, key_created })
+    Ok(Opened {
+        plane,
+        new_admin_key,
+        key_created,
+    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -51,7 +51,9 @@ enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return output::report(Failure::Error(anyhow::anyhow!("cannot start the async runtime: {e}"))),
+        Err(e) => {
+            return output::report(Failure::Error(anyhow::anyhow!("cannot start the async runtime: {e}")));
+        }
     };
     let result = runtime.block_on(async {
         match cli.command {

@@ -1,5 +1,12 @@
 //! The `clearance` command as a user runs it: exit codes, output, interop.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test setup: a failure must abort loudly"
+)]
+
 mod common;
 
 use std::process::Command;
@@ -18,12 +25,24 @@ fn text(bytes: &[u8]) -> String {
 fn init_prints_the_first_admin_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let first = Command::new(BIN).args(["init", "--data-dir"]).arg(&data).output().unwrap();
+    let first = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert_eq!(code(&first), 0, "{}", text(&first.stderr));
     let out = text(&first.stdout);
-    let key = out.split_whitespace().find(|w| w.starts_with("clr_")).expect("a key in the output").to_owned();
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("clr_"))
+        .expect("a key in the output")
+        .to_owned();
     assert!(key.len() >= 40);
-    let again = Command::new(BIN).args(["init", "--data-dir"]).arg(&data).output().unwrap();
+    let again = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert_eq!(code(&again), 0);
     assert!(!text(&again.stdout).contains("clr_"), "the key is shown only once");
     assert!(text(&again.stdout).contains("already initialized"));
@@ -44,44 +63,118 @@ fn walkthrough_with_exit_codes() {
     let schema = dir.path().join("schema.cedarschema");
     let policies = dir.path().join("policies.cedar");
 
-    let out = server.cli(Some(ADMIN_KEY), &["principal", "create", "billing-bot", "--role", "agent", "--with-key"]);
+    let out = server.cli(
+        Some(ADMIN_KEY),
+        &["principal", "create", "billing-bot", "--role", "agent", "--with-key"],
+    );
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     let bot = text(&out.stdout).lines().last().unwrap().trim().to_owned();
     assert!(bot.starts_with("clr_"));
 
     let out = server.cli(
         Some(ADMIN_KEY),
-        &["policy", "push", "--schema", schema.to_str().unwrap(), "--policies", policies.to_str().unwrap(), "--activate"],
+        &[
+            "policy",
+            "push",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
+            "--activate",
+        ],
     );
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("activated sha256:"));
 
-    let allow = server.cli(Some(&bot), &["authorize", "--action", "refund", "--resource", "Tool/stripe", "--args", r#"{"amount":120,"currency":"EUR"}"#]);
+    let allow = server.cli(
+        Some(&bot),
+        &[
+            "authorize",
+            "--action",
+            "refund",
+            "--resource",
+            "Tool/stripe",
+            "--args",
+            r#"{"amount":120,"currency":"EUR"}"#,
+        ],
+    );
     assert_eq!(code(&allow), 0, "{}", text(&allow.stderr));
     let stdout = text(&allow.stdout);
     assert!(stdout.starts_with("allow  refund on Tool::\"stripe\""), "{stdout}");
     let token = stdout.lines().last().unwrap().to_owned();
 
-    let deny = server.cli(Some(&bot), &["authorize", "--action", "refund", "--resource", "Tool/stripe", "--args", r#"{"amount":5000,"currency":"EUR"}"#]);
+    let deny = server.cli(
+        Some(&bot),
+        &[
+            "authorize",
+            "--action",
+            "refund",
+            "--resource",
+            "Tool/stripe",
+            "--args",
+            r#"{"amount":5000,"currency":"EUR"}"#,
+        ],
+    );
     assert_eq!(code(&deny), 3);
     assert!(text(&deny.stdout).contains("policy_forbidden"));
 
-    let json = server.cli(Some(&bot), &["authorize", "--json", "--action", "refund", "--resource", "Tool/stripe", "--args", r#"{"amount":700,"currency":"EUR"}"#]);
+    let json = server.cli(
+        Some(&bot),
+        &[
+            "authorize",
+            "--json",
+            "--action",
+            "refund",
+            "--resource",
+            "Tool/stripe",
+            "--args",
+            r#"{"amount":700,"currency":"EUR"}"#,
+        ],
+    );
     assert_eq!(code(&json), 3);
     let body: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(body["reasons"][0], "policy_denied");
 
     // Verify against the server's JWKS, bound to the exact call (key order is irrelevant).
-    let ok = server.cli(None, &["verify", &token, "--action", "refund", "--resource", "Tool/stripe", "--args", r#"{"currency":"EUR","amount":120}"#]);
+    let ok = server.cli(
+        None,
+        &[
+            "verify",
+            &token,
+            "--action",
+            "refund",
+            "--resource",
+            "Tool/stripe",
+            "--args",
+            r#"{"currency":"EUR","amount":120}"#,
+        ],
+    );
     assert_eq!(code(&ok), 0, "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).starts_with("verified: refund on Tool::\"stripe\" for `billing-bot`"));
-    let changed = server.cli(None, &["verify", &token, "--json", "--action", "refund", "--resource", "Tool/stripe", "--args", r#"{"currency":"EUR","amount":121}"#]);
+    let changed = server.cli(
+        None,
+        &[
+            "verify",
+            &token,
+            "--json",
+            "--action",
+            "refund",
+            "--resource",
+            "Tool/stripe",
+            "--args",
+            r#"{"currency":"EUR","amount":121}"#,
+        ],
+    );
     assert_eq!(code(&changed), 4);
     let body: serde_json::Value = serde_json::from_slice(&changed.stdout).unwrap();
     assert_eq!(body["error"]["code"], "arguments_mismatch");
     let wrong_aud = server.cli(None, &["verify", &token, "--audience", "payments-runner-1"]);
     assert_eq!(code(&wrong_aud), 4);
-    assert!(text(&wrong_aud.stderr).starts_with("error: wrong_audience"), "{}", text(&wrong_aud.stderr));
+    assert!(
+        text(&wrong_aud.stderr).starts_with("error: wrong_audience"),
+        "{}",
+        text(&wrong_aud.stderr)
+    );
     let wrong_iss = server.cli(None, &["verify", &token, "--issuer", "https://elsewhere.example"]);
     assert_eq!(code(&wrong_iss), 4);
 
@@ -95,10 +188,24 @@ fn walkthrough_with_exit_codes() {
     assert!(text(&out.stderr).starts_with("error: unauthorized_role"));
 
     // Bad input: exit 1 with a clear message; bad flags: exit 2.
-    let out = server.cli(Some(&bot), &["authorize", "--action", "refund", "--resource", "Tool/stripe", "--args", "{oops"]);
+    let out = server.cli(
+        Some(&bot),
+        &[
+            "authorize",
+            "--action",
+            "refund",
+            "--resource",
+            "Tool/stripe",
+            "--args",
+            "{oops",
+        ],
+    );
     assert_eq!(code(&out), 1);
     assert!(text(&out.stderr).contains("--args is not valid JSON"));
-    let out = server.cli(Some(&bot), &["authorize", "--action", "refund", "--resource", "no-slash"]);
+    let out = server.cli(
+        Some(&bot),
+        &["authorize", "--action", "refund", "--resource", "no-slash"],
+    );
     assert_eq!(code(&out), 2);
 
     // The control plane gone: exit 6.
@@ -117,7 +224,10 @@ fn walkthrough_with_exit_codes() {
 /// A standard JOSE library in another language verifies a clearance with only the JWKS.
 #[test]
 fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
-    let has_pyjwt = Command::new("python3").args(["-c", "import jwt, cryptography"]).output().is_ok_and(|o| o.status.success());
+    let has_pyjwt = Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !has_pyjwt {
         assert!(
             std::env::var_os("CLEARANCE_REQUIRE_INTEROP").is_none(),
@@ -137,7 +247,13 @@ fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
     std::fs::write(&jwks_path, jwks.to_string()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/verify_clearance.py");
 
-    let out = Command::new("python3").arg(script).arg(&jwks_path).arg(token).arg(&server.url).output().unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&jwks_path)
+        .arg(token)
+        .arg(&server.url)
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
     let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(claims["act"], "refund");
@@ -149,8 +265,62 @@ fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = parts[1].replacen('e', "f", 1);
     let tampered = parts.join(".");
-    let out = Command::new("python3").arg(script).arg(&jwks_path).arg(&tampered).arg(&server.url).output().unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&jwks_path)
+        .arg(&tampered)
+        .arg(&server.url)
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
-    let out = Command::new("python3").arg(script).arg(&jwks_path).arg(token).arg("https://other.example").output().unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&jwks_path)
+        .arg(token)
+        .arg("https://other.example")
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+}
+
+/// The README's walkthrough bundle behaves as the README says.
+#[test]
+fn readme_example_bundle_behaves_as_documented() {
+    let server = Server::start();
+    let bot = server.agent("billing-bot");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/payments");
+    let out = server.cli(
+        Some(ADMIN_KEY),
+        &[
+            "policy",
+            "push",
+            "--activate",
+            "--schema",
+            &format!("{root}/schema.cedarschema"),
+            "--policies",
+            &format!("{root}/policies.cedar"),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let ask = |amount: i64| {
+        server.cli(
+            Some(&bot),
+            &[
+                "authorize",
+                "--action",
+                "refund",
+                "--resource",
+                "Tool/stripe",
+                "--args",
+                &format!(r#"{{"amount": {amount}, "currency": "EUR"}}"#),
+            ],
+        )
+    };
+    assert_eq!(code(&ask(120)), 0);
+    let forbidden = ask(5000);
+    assert_eq!(code(&forbidden), 3);
+    assert!(text(&forbidden.stdout).contains("forbidden by policy `no-large-refunds`"));
+    let denied = ask(700);
+    assert_eq!(code(&denied), 3);
+    assert!(text(&denied.stdout).contains("policy_denied"));
 }

@@ -1,12 +1,24 @@
 //! The decision path end to end, against the real binary on a loopback port.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test setup: a failure must abort loudly"
+)]
+
 mod common;
 
 use common::{ADMIN_KEY, POLICIES, SCHEMA, Server, refund};
 use serde_json::{Value, json};
 
 fn reasons(body: &Value) -> Vec<&str> {
-    body["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect()
+    body["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -45,14 +57,26 @@ fn allow_deny_forbid_and_policy_error() {
     assert!(errored.get("clearance").is_none());
 
     // Every decision got its own log index.
-    let indexes: Vec<u64> = [&allow, &denied, &forbidden, &errored].iter().map(|b| b["log_index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = [&allow, &denied, &forbidden, &errored]
+        .iter()
+        .map(|b| b["log_index"].as_u64().unwrap())
+        .collect();
     assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
 
     let (_, metrics) = server.call("GET", "/metrics", None, None);
     let metrics = metrics.as_str().unwrap().to_owned();
-    assert!(metrics.contains(r#"clearance_decisions_total{decision="deny",reason="policy_forbidden"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"clearance_decisions_total{decision="allow",reason="none"} 1"#), "{metrics}");
-    assert!(metrics.contains("clearance_authorize_duration_seconds_count 4"), "{metrics}");
+    assert!(
+        metrics.contains(r#"clearance_decisions_total{decision="deny",reason="policy_forbidden"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"clearance_decisions_total{decision="allow",reason="none"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clearance_authorize_duration_seconds_count 4"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -74,7 +98,12 @@ fn invalid_api_keys_missing_wrong_revoked() {
     server.activate(SCHEMA, POLICIES);
     let request = json!({"action": "refund", "resource": {"type": "Tool", "id": "x"}, "arguments": refund(1)});
 
-    for key in [None, Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), Some("not-even-a-key"), Some("")] {
+    for key in [
+        None,
+        Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Some("not-even-a-key"),
+        Some(""),
+    ] {
         let (status, body) = server.post("/v1/authorize", key, &request);
         assert_eq!(status, 401, "{key:?}: {body}");
         assert_eq!(body["error"]["code"], "invalid_api_key");
@@ -87,7 +116,11 @@ fn invalid_api_keys_missing_wrong_revoked() {
     let (status, _) = server.call("DELETE", &format!("/v1/keys/{key_id}"), Some(ADMIN_KEY), None);
     assert_eq!(status, 204);
     let (status, body) = server.post("/v1/authorize", Some(&bot), &request);
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key")),
+        "{body}"
+    );
     let (_, keys) = server.call("GET", "/v1/principals/bot/keys", Some(ADMIN_KEY), None);
     assert!(keys["keys"][0]["revoked_at"].is_string());
     // The key never appears in the server's logs.
@@ -99,7 +132,11 @@ fn invalid_api_keys_missing_wrong_revoked() {
 fn wrong_role_is_403_and_recorded() {
     let server = Server::start();
     server.activate(SCHEMA, POLICIES);
-    let (status, body) = server.post("/v1/principals", Some(ADMIN_KEY), &json!({"id": "watcher", "roles": ["auditor"]}));
+    let (status, body) = server.post(
+        "/v1/principals",
+        Some(ADMIN_KEY),
+        &json!({"id": "watcher", "roles": ["auditor"]}),
+    );
     assert_eq!(status, 201, "{body}");
     let (_, key) = server.post("/v1/principals/watcher/keys", Some(ADMIN_KEY), &json!({}));
     let auditor = key["key"].as_str().unwrap();
@@ -113,7 +150,11 @@ fn wrong_role_is_403_and_recorded() {
     // And an agent cannot use the admin API.
     let bot = server.agent("bot");
     let (status, body) = server.post("/v1/principals", Some(&bot), &json!({"id": "x", "roles": ["admin"]}));
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("unauthorized_role")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("unauthorized_role")),
+        "{body}"
+    );
 }
 
 #[test]
@@ -125,13 +166,22 @@ fn invalid_requests_are_400_with_clear_messages() {
     let (status, body) = server.call("POST", "/v1/authorize", Some(&bot), Some("{\"action\": ".into()));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request");
-    assert!(body["error"]["message"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
 
     let (status, body) = server.authorize(&bot, "teleport", json!({}));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request");
     assert_eq!(body["error"]["reasons"], json!(["invalid_request"]));
-    assert!(body["error"]["message"].as_str().unwrap().contains("`teleport` is not declared"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`teleport` is not declared"),
+        "{body}"
+    );
 
     let (status, body) = server.authorize(&bot, "refund", json!({"amount": "lots", "currency": "EUR"}));
     assert_eq!(status, 400, "{body}");
@@ -145,7 +195,8 @@ fn invalid_requests_are_400_with_clear_messages() {
     );
     assert_eq!(status, 400, "unknown fields are rejected: {body}");
 
-    let huge = json!({"action": "refund", "resource": {"type": "Tool", "id": "x"}, "arguments": {"blob": "x".repeat(70_000)}});
+    let huge =
+        json!({"action": "refund", "resource": {"type": "Tool", "id": "x"}, "arguments": {"blob": "x".repeat(70_000)}});
     let (status, body) = server.post("/v1/authorize", Some(&bot), &huge);
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "request_too_large");
@@ -157,7 +208,11 @@ fn bad_policy_push_is_rejected_and_active_version_kept() {
     let bot = server.agent("bot");
     let version = server.activate(SCHEMA, POLICIES);
     let bad = "permit (principal, action == Action::\"refund\", resource) when { context.arguments.amont > 1 };";
-    let (status, body) = server.post("/v1/policies", Some(ADMIN_KEY), &json!({"schema": SCHEMA, "policies": bad}));
+    let (status, body) = server.post(
+        "/v1/policies",
+        Some(ADMIN_KEY),
+        &json!({"schema": SCHEMA, "policies": bad}),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "policy_invalid");
     assert!(body["error"]["message"].as_str().unwrap().contains("amont"), "{body}");
@@ -179,8 +234,11 @@ fn unwritable_database_means_audit_unavailable_and_recovery() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = server.data_dir.join("clearance.db");
-    let mut locker = rt.block_on(sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))).unwrap();
-    rt.block_on(sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker)).unwrap();
+    let mut locker = rt
+        .block_on(sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())))
+        .unwrap();
+    rt.block_on(sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker))
+        .unwrap();
 
     for _ in 0..2 {
         let (status, body) = server.authorize(&bot, "refund", refund(1));
@@ -229,7 +287,7 @@ fn refuses_a_signing_key_readable_by_others() {
     let key = data.join("signing-key.pem");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = Server::try_start_in(&data, &[]).err().expect("start must fail");
+    let err = Server::try_start_in(&data, &[]).expect_err("start must fail");
     assert!(err.contains("readable by others"), "{err}");
 }
 

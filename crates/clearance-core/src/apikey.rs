@@ -29,7 +29,10 @@ impl ApiKey {
     pub fn generate() -> Result<Self, CoreError> {
         let mut secret = Zeroizing::new([0u8; 32]);
         getrandom::fill(secret.as_mut()).map_err(|e| CoreError::Internal(format!("random: {e}")))?;
-        Ok(Self(Zeroizing::new(format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret.as_ref())))))
+        Ok(Self(Zeroizing::new(format!(
+            "{API_KEY_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(secret.as_ref())
+        ))))
     }
 
     /// Accept a key of the right shape. The message never echoes the key.
@@ -37,8 +40,14 @@ impl ApiKey {
         let secret = s.strip_prefix(API_KEY_PREFIX).ok_or(CoreError::InvalidApiKey)?;
         let ok = secret.len() >= MIN_SECRET_CHARS
             && s.len() <= MAX_KEY_CHARS
-            && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok { Ok(Self(Zeroizing::new(s.to_owned()))) } else { Err(CoreError::InvalidApiKey) }
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(Zeroizing::new(s.to_owned())))
+        } else {
+            Err(CoreError::InvalidApiKey)
+        }
     }
 
     pub fn hash(&self) -> KeyHash {
@@ -85,7 +94,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        for bad in ["", "clr_", "clr_short", "sk_0123456789012345678901234567", "clr_has space in it 012345678901"] {
+        for bad in [
+            "",
+            "clr_",
+            "clr_short",
+            "sk_0123456789012345678901234567",
+            "clr_has space in it 012345678901",
+        ] {
             assert!(matches!(ApiKey::parse(bad), Err(CoreError::InvalidApiKey)), "{bad}");
         }
     }

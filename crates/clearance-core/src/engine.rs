@@ -1,13 +1,11 @@
 //! The pure part of the decision path: stages 2 to 6, and stage 8 (issuing).
 
 use clearance_artifact::ClearanceSigner;
-use clearance_model::limits::{
-    MAX_ACTION_BYTES, MAX_ENVIRONMENT_BYTES, MAX_JSON_DEPTH, MAX_RESOURCE_BYTES,
-};
+use clearance_model::limits::{MAX_ACTION_BYTES, MAX_ENVIRONMENT_BYTES, MAX_JSON_DEPTH, MAX_RESOURCE_BYTES};
 use clearance_model::wire::AuthorizeRequest;
 use clearance_model::{
-    ClearanceClaims, Decision, DenyReason, Digest, ExecutionId, LogIndex, PolicyVersion, PrincipalId,
-    Role, Timestamp, argument_digest,
+    ClearanceClaims, Decision, DenyReason, Digest, ExecutionId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp,
+    argument_digest,
 };
 use clearance_policy::{CompiledPolicy, PolicyOutcome, PolicyRequest};
 use serde_json::Value;
@@ -83,7 +81,13 @@ impl DecisionEngine {
 
     /// Stages 2 to 6. Deterministic: no clock, no randomness, no IO. Every path that is
     /// not an explicit permit from stage 6 ends in `Deny`.
-    pub fn decide(&self, caller: &Caller, req: &AuthorizeRequest, policy: Option<&CompiledPolicy>, now: Timestamp) -> Verdict {
+    pub fn decide(
+        &self,
+        caller: &Caller,
+        req: &AuthorizeRequest,
+        policy: Option<&CompiledPolicy>,
+        now: Timestamp,
+    ) -> Verdict {
         let empty = Digest::of(b"{}");
         // Stage 2: the caller must be an agent.
         if !caller.has(Role::Agent) {
@@ -105,7 +109,11 @@ impl DecisionEngine {
         }
         // Stage 6: policy.
         let Some(policy) = policy else {
-            return Verdict::deny(DenyReason::NoActivePolicy, "no policy version is active: everything is denied", arguments);
+            return Verdict::deny(
+                DenyReason::NoActivePolicy,
+                "no policy version is active: everything is denied",
+                arguments,
+            );
         };
         let outcome = policy.evaluate(&PolicyRequest {
             principal: caller.id.as_str(),
@@ -118,17 +126,30 @@ impl DecisionEngine {
         let version = Some(policy.version());
         let (decision, reason, policies, message) = match outcome {
             PolicyOutcome::Permit { policies } => (Decision::Allow, None, policies, None),
-            PolicyOutcome::NotPermitted => {
-                (Decision::Deny, Some(DenyReason::PolicyDenied), Vec::new(), Some("no policy permits this request".to_owned()))
-            }
+            PolicyOutcome::NotPermitted => (
+                Decision::Deny,
+                Some(DenyReason::PolicyDenied),
+                Vec::new(),
+                Some("no policy permits this request".to_owned()),
+            ),
             PolicyOutcome::Forbidden { policies } => {
                 let message = format!("forbidden by policy {}", quoted(&policies));
-                (Decision::Deny, Some(DenyReason::PolicyForbidden), policies, Some(message))
+                (
+                    Decision::Deny,
+                    Some(DenyReason::PolicyForbidden),
+                    policies,
+                    Some(message),
+                )
             }
             PolicyOutcome::EvaluationError { policies, message } => {
                 (Decision::Deny, Some(DenyReason::PolicyError), policies, Some(message))
             }
-            PolicyOutcome::InvalidRequest { message } => (Decision::Deny, Some(DenyReason::InvalidRequest), Vec::new(), Some(message)),
+            PolicyOutcome::InvalidRequest { message } => (
+                Decision::Deny,
+                Some(DenyReason::InvalidRequest),
+                Vec::new(),
+                Some(message),
+            ),
         };
         Verdict {
             decision,
@@ -158,7 +179,10 @@ impl DecisionEngine {
         }
         let ttl = req.ttl_seconds.unwrap_or(self.config.default_ttl_seconds);
         if ttl == 0 || ttl > self.config.max_ttl_seconds {
-            return Err(format!("`ttl_seconds` must be between 1 and {}, got {ttl}", self.config.max_ttl_seconds));
+            return Err(format!(
+                "`ttl_seconds` must be between 1 and {}, got {ttl}",
+                self.config.max_ttl_seconds
+            ));
         }
         let digest = argument_digest(&req.arguments).map_err(|e| format!("`arguments`: {e}"))?;
         Ok((digest, ttl))
@@ -176,7 +200,9 @@ impl DecisionEngine {
         now: Timestamp,
     ) -> Result<(String, Timestamp), CoreError> {
         let (Decision::Allow, Some(pol)) = (verdict.decision, verdict.policy_version) else {
-            return Err(CoreError::Internal("refusing to sign a clearance for a request that was not allowed".into()));
+            return Err(CoreError::Internal(
+                "refusing to sign a clearance for a request that was not allowed".into(),
+            ));
         };
         let exp = now.plus_seconds(verdict.ttl_seconds);
         let claims = ClearanceClaims {
@@ -194,7 +220,10 @@ impl DecisionEngine {
             log,
             dep: 0,
         };
-        let token = self.signer.sign(&claims).map_err(|e| CoreError::Internal(format!("signing: {e}")))?;
+        let token = self
+            .signer
+            .sign(&claims)
+            .map_err(|e| CoreError::Internal(format!("signing: {e}")))?;
         Ok((token, exp))
     }
 }
@@ -204,7 +233,10 @@ fn bounded(name: &str, value: &str, max: usize) -> Result<(), String> {
         return Err(format!("`{name}` must not be empty"));
     }
     if value.len() > max {
-        return Err(format!("`{name}` is {} bytes, more than the limit of {max}", value.len()));
+        return Err(format!(
+            "`{name}` is {} bytes, more than the limit of {max}",
+            value.len()
+        ));
     }
     Ok(())
 }

@@ -37,7 +37,10 @@ pub enum PolicyState {
     Active(Arc<CompiledPolicy>),
     /// The stored active version no longer compiles (for example after an engine
     /// upgrade): every request is denied until a valid version is activated.
-    Broken { version: PolicyVersion, message: String },
+    Broken {
+        version: PolicyVersion,
+        message: String,
+    },
 }
 
 /// What `/readyz` reports.
@@ -65,7 +68,9 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("engine", &self.engine).finish_non_exhaustive()
+        f.debug_struct("ControlPlane")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,11 +83,19 @@ impl ControlPlane {
                 Ok(p) => PolicyState::Active(Arc::new(p)),
                 Err(e) => {
                     tracing::error!(%version, error = %e, "the active policy version does not compile: denying everything");
-                    PolicyState::Broken { version, message: e.to_string() }
+                    PolicyState::Broken {
+                        version,
+                        message: e.to_string(),
+                    }
                 }
             },
         };
-        Ok(Self { store, engine, clock, policy: RwLock::new(state) })
+        Ok(Self {
+            store,
+            engine,
+            clock,
+            policy: RwLock::new(state),
+        })
     }
 
     pub fn engine(&self) -> &DecisionEngine {
@@ -90,7 +103,10 @@ impl ControlPlane {
     }
 
     pub fn policy_state(&self) -> PolicyState {
-        self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn active(&self) -> Option<Arc<CompiledPolicy>> {
@@ -104,17 +120,28 @@ impl ControlPlane {
     /// key when one was generated (to show once); a supplied key is not echoed.
     pub async fn bootstrap(&self, supplied: Option<ApiKey>) -> Result<Option<ApiKey>, CoreError> {
         if self.store.principal_count().await? > 0 {
-            if let Some(key) = supplied {
-                if !self.store.key_hash_known(&key.hash()).await? {
-                    tracing::warn!("the bootstrap admin key is ignored: principals already exist");
-                }
+            if let Some(key) = supplied
+                && !self.store.key_hash_known(&key.hash()).await?
+            {
+                tracing::warn!("the bootstrap admin key is ignored: principals already exist");
             }
             return Ok(None);
         }
         let now = self.clock.now();
-        let admin: PrincipalId = BOOTSTRAP_ADMIN.parse().map_err(|e| CoreError::Internal(format!("{e}")))?;
-        let record = PrincipalRecord { id: admin.clone(), roles: vec![Role::Admin], created_at: now };
-        let event = Event::PrincipalCreated { time: now.seconds(), by: admin.clone(), principal: admin.clone(), roles: vec![Role::Admin] };
+        let admin: PrincipalId = BOOTSTRAP_ADMIN
+            .parse()
+            .map_err(|e| CoreError::Internal(format!("{e}")))?;
+        let record = PrincipalRecord {
+            id: admin.clone(),
+            roles: vec![Role::Admin],
+            created_at: now,
+        };
+        let event = Event::PrincipalCreated {
+            time: now.seconds(),
+            by: admin.clone(),
+            principal: admin.clone(),
+            roles: vec![Role::Admin],
+        };
         self.store.create_principal(&record, entry(&event)?).await?;
         let generated = supplied.is_none();
         let key = match supplied {
@@ -130,7 +157,10 @@ impl ControlPlane {
         let key = ApiKey::parse(presented.ok_or(CoreError::InvalidApiKey)?)?;
         let hash = key.hash();
         match self.store.principal_by_key(&hash).await? {
-            Some((principal, stored)) if stored.ct_eq(&hash) => Ok(Caller { id: principal.id, roles: principal.roles }),
+            Some((principal, stored)) if stored.ct_eq(&hash) => Ok(Caller {
+                id: principal.id,
+                roles: principal.roles,
+            }),
             _ => Err(CoreError::InvalidApiKey),
         }
     }
@@ -143,7 +173,7 @@ impl ControlPlane {
         let policy = self.active();
         let verdict = self.engine.decide(caller, req, policy.as_deref(), now);
         let expires = now.plus_seconds(verdict.ttl_seconds);
-        let event = Event::Decision(DecisionEvent {
+        let event = Event::Decision(Box::new(DecisionEvent {
             time: now.seconds(),
             execution_id: execution_id.clone(),
             principal: caller.id.clone(),
@@ -153,13 +183,16 @@ impl ControlPlane {
                 truncate(&req.resource.id, clearance_model::limits::MAX_RESOURCE_BYTES),
             ),
             arguments: verdict.arguments,
-            environment: req.environment.as_deref().map(|e| truncate(e, clearance_model::limits::MAX_ENVIRONMENT_BYTES)),
+            environment: req
+                .environment
+                .as_deref()
+                .map(|e| truncate(e, clearance_model::limits::MAX_ENVIRONMENT_BYTES)),
             decision: verdict.decision,
             reasons: verdict.reasons.clone(),
             policies: verdict.policies.clone(),
             policy_version: verdict.policy_version,
             expires: (verdict.decision == Decision::Allow).then_some(expires.seconds()),
-        });
+        }));
         // Stage 7: no clearance without its durable log entry.
         let log_index = self
             .store
@@ -167,7 +200,9 @@ impl ControlPlane {
             .await
             .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
         let (clearance, expires_at) = if verdict.decision == Decision::Allow {
-            let (token, exp) = self.engine.issue(caller, req, &verdict, &execution_id, log_index, now)?;
+            let (token, exp) = self
+                .engine
+                .issue(caller, req, &verdict, &execution_id, log_index, now)?;
             (Some(token), Some(exp.to_rfc3339()))
         } else {
             (None, None)
@@ -194,15 +229,30 @@ impl ControlPlane {
             return Err(CoreError::InvalidRequest("a principal needs at least one role".into()));
         }
         let now = self.clock.now();
-        let record = PrincipalRecord { id: req.id.clone(), roles: roles.clone(), created_at: now };
-        let event = Event::PrincipalCreated { time: now.seconds(), by: caller.id.clone(), principal: req.id.clone(), roles };
+        let record = PrincipalRecord {
+            id: req.id.clone(),
+            roles: roles.clone(),
+            created_at: now,
+        };
+        let event = Event::PrincipalCreated {
+            time: now.seconds(),
+            by: caller.id.clone(),
+            principal: req.id.clone(),
+            roles,
+        };
         self.store.create_principal(&record, entry(&event)?).await?;
         Ok(principal_view(record))
     }
 
     pub async fn list_principals(&self, caller: &Caller) -> Result<Vec<PrincipalView>, CoreError> {
         require(caller, &[Role::Admin, Role::Auditor])?;
-        Ok(self.store.list_principals().await?.into_iter().map(principal_view).collect())
+        Ok(self
+            .store
+            .list_principals()
+            .await?
+            .into_iter()
+            .map(principal_view)
+            .collect())
     }
 
     pub async fn issue_key(&self, caller: &Caller, principal: &PrincipalId) -> Result<IssuedKey, CoreError> {
@@ -212,13 +262,33 @@ impl ControlPlane {
         }
         let key = ApiKey::generate()?;
         let key_id = self.store_key(&caller.id, principal, &key, self.clock.now()).await?;
-        Ok(IssuedKey { key: key.expose().to_owned(), key_id, principal: principal.clone() })
+        Ok(IssuedKey {
+            key: key.expose().to_owned(),
+            key_id,
+            principal: principal.clone(),
+        })
     }
 
-    async fn store_key(&self, by: &PrincipalId, principal: &PrincipalId, key: &ApiKey, now: Timestamp) -> Result<KeyId, CoreError> {
+    async fn store_key(
+        &self,
+        by: &PrincipalId,
+        principal: &PrincipalId,
+        key: &ApiKey,
+        now: Timestamp,
+    ) -> Result<KeyId, CoreError> {
         let key_id = KeyId::random().map_err(|e| CoreError::Internal(e.to_string()))?;
-        let record = KeyRecord { key_id: key_id.clone(), principal: principal.clone(), created_at: now, revoked_at: None };
-        let event = Event::KeyIssued { time: now.seconds(), by: by.clone(), principal: principal.clone(), key_id: key_id.clone() };
+        let record = KeyRecord {
+            key_id: key_id.clone(),
+            principal: principal.clone(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let event = Event::KeyIssued {
+            time: now.seconds(),
+            by: by.clone(),
+            principal: principal.clone(),
+            key_id: key_id.clone(),
+        };
         self.store.add_key(&record, &key.hash(), entry(&event)?).await?;
         Ok(key_id)
     }
@@ -245,7 +315,11 @@ impl ControlPlane {
     pub async fn revoke_key(&self, caller: &Caller, key_id: &KeyId) -> Result<(), CoreError> {
         require(caller, &[Role::Admin])?;
         let now = self.clock.now();
-        let event = Event::KeyRevoked { time: now.seconds(), by: caller.id.clone(), key_id: key_id.clone() };
+        let event = Event::KeyRevoked {
+            time: now.seconds(),
+            by: caller.id.clone(),
+            key_id: key_id.clone(),
+        };
         self.store.revoke_key(key_id, now, entry(&event)?).await?;
         Ok(())
     }
@@ -253,18 +327,33 @@ impl ControlPlane {
     pub async fn validate_policy(&self, caller: &Caller, bundle: &PolicyBundle) -> Result<PolicyValidated, CoreError> {
         require(caller, &[Role::Admin])?;
         let compiled = CompiledPolicy::compile(bundle)?;
-        Ok(PolicyValidated { version: compiled.version(), policy_ids: compiled.policy_ids().to_vec(), actions: compiled.actions() })
+        Ok(PolicyValidated {
+            version: compiled.version(),
+            policy_ids: compiled.policy_ids().to_vec(),
+            actions: compiled.actions(),
+        })
     }
 
     /// Store a bundle as an immutable version. Does not activate it.
     pub async fn push_policy(&self, caller: &Caller, bundle: &PolicyBundle) -> Result<PolicyPushed, CoreError> {
         require(caller, &[Role::Admin])?;
         let compiled = CompiledPolicy::compile(bundle)?;
-        let created = self.store.save_policy(&compiled.version(), bundle, self.clock.now()).await?;
-        Ok(PolicyPushed { version: compiled.version(), created, policy_ids: compiled.policy_ids().to_vec() })
+        let created = self
+            .store
+            .save_policy(&compiled.version(), bundle, self.clock.now())
+            .await?;
+        Ok(PolicyPushed {
+            version: compiled.version(),
+            created,
+            policy_ids: compiled.policy_ids().to_vec(),
+        })
     }
 
-    pub async fn activate_policy(&self, caller: &Caller, version: &PolicyVersion) -> Result<PolicyActivated, CoreError> {
+    pub async fn activate_policy(
+        &self,
+        caller: &Caller,
+        version: &PolicyVersion,
+    ) -> Result<PolicyActivated, CoreError> {
         require(caller, &[Role::Admin])?;
         let bundle = self
             .store
@@ -273,10 +362,17 @@ impl ControlPlane {
             .ok_or_else(|| CoreError::NotFound(format!("policy version `{version}`")))?;
         let compiled = Arc::new(CompiledPolicy::compile(&bundle)?);
         let now = self.clock.now();
-        let event = Event::PolicyActivated { time: now.seconds(), by: caller.id.clone(), version: *version };
+        let event = Event::PolicyActivated {
+            time: now.seconds(),
+            by: caller.id.clone(),
+            version: *version,
+        };
         let log_index = self.store.activate_policy(version, now, entry(&event)?).await?;
         *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyState::Active(compiled);
-        Ok(PolicyActivated { version: *version, log_index })
+        Ok(PolicyActivated {
+            version: *version,
+            log_index,
+        })
     }
 
     pub async fn list_policies(&self, caller: &Caller) -> Result<Vec<PolicyView>, CoreError> {
@@ -286,7 +382,11 @@ impl ControlPlane {
             .list_policies()
             .await?
             .into_iter()
-            .map(|p| PolicyView { version: p.version, created_at: p.created_at.to_rfc3339(), active: p.active })
+            .map(|p| PolicyView {
+                version: p.version,
+                created_at: p.created_at.to_rfc3339(),
+                active: p.active,
+            })
             .collect())
     }
 
@@ -304,16 +404,24 @@ impl ControlPlane {
 fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError> {
     match any_of.iter().find(|r| caller.has(**r)) {
         Some(_) => Ok(()),
-        None => Err(CoreError::UnauthorizedRole { required: any_of.first().copied().unwrap_or(Role::Admin) }),
+        None => Err(CoreError::UnauthorizedRole {
+            required: any_of.first().copied().unwrap_or(Role::Admin),
+        }),
     }
 }
 
 fn entry(event: &Event) -> Result<Vec<u8>, CoreError> {
-    event.to_entry_bytes().map_err(|e| CoreError::Internal(format!("log entry: {e}")))
+    event
+        .to_entry_bytes()
+        .map_err(|e| CoreError::Internal(format!("log entry: {e}")))
 }
 
 fn principal_view(p: PrincipalRecord) -> PrincipalView {
-    PrincipalView { id: p.id, roles: p.roles, created_at: p.created_at.to_rfc3339() }
+    PrincipalView {
+        id: p.id,
+        roles: p.roles,
+        created_at: p.created_at.to_rfc3339(),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

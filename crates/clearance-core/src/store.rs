@@ -58,11 +58,21 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key(&self, key_id: &KeyId, at: Timestamp, event: Vec<u8>) -> Result<LogIndex, StoreError>;
 
     /// Store a bundle under its version. Returns false if it was already stored.
-    async fn save_policy(&self, version: &PolicyVersion, bundle: &PolicyBundle, at: Timestamp) -> Result<bool, StoreError>;
+    async fn save_policy(
+        &self,
+        version: &PolicyVersion,
+        bundle: &PolicyBundle,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
     async fn policy(&self, version: &PolicyVersion) -> Result<Option<PolicyBundle>, StoreError>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
     /// Make `version` the active one and append `event`, atomically.
-    async fn activate_policy(&self, version: &PolicyVersion, at: Timestamp, event: Vec<u8>) -> Result<LogIndex, StoreError>;
+    async fn activate_policy(
+        &self,
+        version: &PolicyVersion,
+        at: Timestamp,
+        event: Vec<u8>,
+    ) -> Result<LogIndex, StoreError>;
     async fn active_policy(&self) -> Result<Option<(PolicyVersion, PolicyBundle)>, StoreError>;
 
     /// Append a decision entry and return once it is durable (group commit is the

@@ -26,16 +26,27 @@ forbid(principal, action == Action::"refund", resource) when { context.arguments
 fn engine() -> DecisionEngine {
     DecisionEngine::new(
         ClearanceSigner::generate().unwrap(),
-        EngineConfig { issuer: "https://clearance.test".into(), default_ttl_seconds: 60, max_ttl_seconds: 300 },
+        EngineConfig {
+            issuer: "https://clearance.test".into(),
+            default_ttl_seconds: 60,
+            max_ttl_seconds: 300,
+        },
     )
 }
 
 fn policy() -> CompiledPolicy {
-    CompiledPolicy::compile(&PolicyBundle { schema: SCHEMA.into(), policies: POLICIES.into() }).unwrap()
+    CompiledPolicy::compile(&PolicyBundle {
+        schema: SCHEMA.into(),
+        policies: POLICIES.into(),
+    })
+    .unwrap()
 }
 
 fn agent() -> Caller {
-    Caller { id: "billing-bot".parse().unwrap(), roles: vec![Role::Agent] }
+    Caller {
+        id: "billing-bot".parse().unwrap(),
+        roles: vec![Role::Agent],
+    }
 }
 
 fn request(arguments: Value) -> AuthorizeRequest {
@@ -49,6 +60,16 @@ fn request(arguments: Value) -> AuthorizeRequest {
 
 const NOW: Timestamp = Timestamp(1_795_428_000);
 
+/// Caller, request, policy, and the expected decision, reasons and determining policies.
+type Case<'a> = (
+    Caller,
+    AuthorizeRequest,
+    Option<&'a CompiledPolicy>,
+    Decision,
+    Vec<DenyReason>,
+    Vec<&'static str>,
+);
+
 /// The decision path against a table of expected outcomes.
 #[test]
 fn decision_table() {
@@ -60,18 +81,91 @@ fn decision_table() {
     with_parent.parent = Some("eyJ...".into());
     let mut bad_args = request(json!([1]));
     bad_args.arguments = json!([1]);
-    let auditor = Caller { id: "eve".parse().unwrap(), roles: vec![Role::Auditor, Role::Admin] };
-    let cases: Vec<(Caller, AuthorizeRequest, Option<&CompiledPolicy>, Decision, Vec<DenyReason>, Vec<&str>)> = vec![
-        (agent(), request(eur(120)), Some(&p), Decision::Allow, vec![], vec!["small-refunds"]),
-        (agent(), request(eur(700)), Some(&p), Decision::Deny, vec![DenyReason::PolicyDenied], vec![]),
-        (agent(), request(eur(5000)), Some(&p), Decision::Deny, vec![DenyReason::PolicyForbidden], vec!["no-large-refunds"]),
-        (agent(), request(eur(999)), Some(&p), Decision::Deny, vec![DenyReason::PolicyError], vec!["overflow"]),
-        (agent(), request(json!({"amount": "1", "currency": "EUR"})), Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
-        (agent(), request(eur(120)), None, Decision::Deny, vec![DenyReason::NoActivePolicy], vec![]),
-        (auditor, request(eur(120)), Some(&p), Decision::Deny, vec![DenyReason::UnauthorizedRole], vec![]),
-        (agent(), with_ttl, Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
-        (agent(), with_parent, Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
-        (agent(), bad_args, Some(&p), Decision::Deny, vec![DenyReason::InvalidRequest], vec![]),
+    let auditor = Caller {
+        id: "eve".parse().unwrap(),
+        roles: vec![Role::Auditor, Role::Admin],
+    };
+    let cases: Vec<Case<'_>> = vec![
+        (
+            agent(),
+            request(eur(120)),
+            Some(&p),
+            Decision::Allow,
+            vec![],
+            vec!["small-refunds"],
+        ),
+        (
+            agent(),
+            request(eur(700)),
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::PolicyDenied],
+            vec![],
+        ),
+        (
+            agent(),
+            request(eur(5000)),
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::PolicyForbidden],
+            vec!["no-large-refunds"],
+        ),
+        (
+            agent(),
+            request(eur(999)),
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::PolicyError],
+            vec!["overflow"],
+        ),
+        (
+            agent(),
+            request(json!({"amount": "1", "currency": "EUR"})),
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::InvalidRequest],
+            vec![],
+        ),
+        (
+            agent(),
+            request(eur(120)),
+            None,
+            Decision::Deny,
+            vec![DenyReason::NoActivePolicy],
+            vec![],
+        ),
+        (
+            auditor,
+            request(eur(120)),
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::UnauthorizedRole],
+            vec![],
+        ),
+        (
+            agent(),
+            with_ttl,
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::InvalidRequest],
+            vec![],
+        ),
+        (
+            agent(),
+            with_parent,
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::InvalidRequest],
+            vec![],
+        ),
+        (
+            agent(),
+            bad_args,
+            Some(&p),
+            Decision::Deny,
+            vec![DenyReason::InvalidRequest],
+            vec![],
+        ),
     ];
     for (i, (caller, req, policy, decision, reasons, policies)) in cases.into_iter().enumerate() {
         let v = e.decide(&caller, &req, policy, NOW);

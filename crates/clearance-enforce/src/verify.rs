@@ -81,8 +81,13 @@ pub struct ExpectedCall<'a> {
 
 impl<'a> ExpectedCall<'a> {
     pub fn new(action: &'a str, resource: &'a ResourceRef, arguments: &serde_json::Value) -> Result<Self, VerifyError> {
-        let arguments = argument_digest(arguments).map_err(|e: CanonicalError| VerifyError::Arguments(e.to_string()))?;
-        Ok(Self { action, resource, arguments })
+        let arguments =
+            argument_digest(arguments).map_err(|e: CanonicalError| VerifyError::Arguments(e.to_string()))?;
+        Ok(Self {
+            action,
+            resource,
+            arguments,
+        })
     }
 }
 
@@ -112,7 +117,12 @@ impl Verifier {
     /// environment refuses clearances for any other (or none); one bound to none
     /// refuses clearances bound to an environment.
     pub fn new(jwks: Jwks, issuer: impl Into<String>, audience: Option<String>) -> Self {
-        Self { jwks, issuer: issuer.into(), audience, leeway: DEFAULT_LEEWAY_SECONDS }
+        Self {
+            jwks,
+            issuer: issuer.into(),
+            audience,
+            leeway: DEFAULT_LEEWAY_SECONDS,
+        }
     }
 
     pub fn with_leeway(mut self, seconds: u64) -> Self {
@@ -125,13 +135,22 @@ impl Verifier {
     pub fn verify(&self, token: &str, call: &ExpectedCall<'_>, now: i64) -> Result<VerifiedClearance, VerifyError> {
         let claims = self.verify_token(token, now)?;
         if claims.act != call.action {
-            return Err(VerifyError::ActionMismatch { got: claims.act, want: call.action.to_owned() });
+            return Err(VerifyError::ActionMismatch {
+                got: claims.act,
+                want: call.action.to_owned(),
+            });
         }
         if &claims.res != call.resource {
-            return Err(VerifyError::ResourceMismatch { got: claims.res, want: call.resource.clone() });
+            return Err(VerifyError::ResourceMismatch {
+                got: claims.res,
+                want: call.resource.clone(),
+            });
         }
         if claims.args != call.arguments {
-            return Err(VerifyError::ArgumentsMismatch { got: claims.args, want: call.arguments });
+            return Err(VerifyError::ArgumentsMismatch {
+                got: claims.args,
+                want: call.arguments,
+            });
         }
         Ok(VerifiedClearance { claims })
     }
@@ -144,23 +163,36 @@ impl Verifier {
 
     fn verify_token(&self, token: &str, now: i64) -> Result<ClearanceClaims, VerifyError> {
         let parsed = UnverifiedToken::parse(token)?;
-        let key = self
-            .jwks
-            .find(parsed.kid())
-            .map_err(|_| VerifyError::UnknownKey { kid: parsed.kid().chars().take(64).collect() })?;
+        let key = self.jwks.find(parsed.kid()).map_err(|_| VerifyError::UnknownKey {
+            kid: parsed.kid().chars().take(64).collect(),
+        })?;
         let claims = parsed.verify_signature(&key)?;
         if claims.iss != self.issuer {
-            return Err(VerifyError::WrongIssuer { got: claims.iss, want: self.issuer.clone() });
+            return Err(VerifyError::WrongIssuer {
+                got: claims.iss,
+                want: self.issuer.clone(),
+            });
         }
         if claims.aud != self.audience {
-            return Err(VerifyError::WrongAudience { got: claims.aud, want: self.audience.clone() });
+            return Err(VerifyError::WrongAudience {
+                got: claims.aud,
+                want: self.audience.clone(),
+            });
         }
         let leeway = i64::try_from(self.leeway).unwrap_or(i64::MAX);
         if now.saturating_add(leeway) < claims.nbf {
-            return Err(VerifyError::NotYetValid { nbf: claims.nbf, now, leeway: self.leeway });
+            return Err(VerifyError::NotYetValid {
+                nbf: claims.nbf,
+                now,
+                leeway: self.leeway,
+            });
         }
         if now.saturating_sub(leeway) >= claims.exp {
-            return Err(VerifyError::Expired { exp: claims.exp, now, leeway: self.leeway });
+            return Err(VerifyError::Expired {
+                exp: claims.exp,
+                now,
+                leeway: self.leeway,
+            });
         }
         Ok(claims)
     }

@@ -19,7 +19,10 @@ pub struct ResourceRef {
 
 impl ResourceRef {
     pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { kind: kind.into(), id: id.into() }
+        Self {
+            kind: kind.into(),
+            id: id.into(),
+        }
     }
 }
 

@@ -13,11 +13,29 @@ use crate::role::Role;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
-    Decision(DecisionEvent),
-    PolicyActivated { time: i64, by: PrincipalId, version: PolicyVersion },
-    PrincipalCreated { time: i64, by: PrincipalId, principal: PrincipalId, roles: Vec<Role> },
-    KeyIssued { time: i64, by: PrincipalId, principal: PrincipalId, key_id: KeyId },
-    KeyRevoked { time: i64, by: PrincipalId, key_id: KeyId },
+    Decision(Box<DecisionEvent>),
+    PolicyActivated {
+        time: i64,
+        by: PrincipalId,
+        version: PolicyVersion,
+    },
+    PrincipalCreated {
+        time: i64,
+        by: PrincipalId,
+        principal: PrincipalId,
+        roles: Vec<Role>,
+    },
+    KeyIssued {
+        time: i64,
+        by: PrincipalId,
+        principal: PrincipalId,
+        key_id: KeyId,
+    },
+    KeyRevoked {
+        time: i64,
+        by: PrincipalId,
+        key_id: KeyId,
+    },
 }
 
 impl Event {

@@ -81,7 +81,11 @@ impl FromStr for PrincipalId {
         let ok = !s.is_empty()
             && s.len() <= limits::MAX_PRINCIPAL_ID_BYTES
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Principal(truncated(s))) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Principal(truncated(s)))
+        }
     }
 }
 
@@ -121,7 +125,11 @@ impl FromStr for KeyId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Key(truncated(s))) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Key(truncated(s)))
+        }
     }
 }
 

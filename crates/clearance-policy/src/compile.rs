@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema,
-    SchemaFragment, ValidationMode, Validator,
+    ActionConstraint, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode,
+    Validator,
 };
 use clearance_model::canonical::{Digest, canonical_json};
 use clearance_model::ids::PolicyVersion;
@@ -72,21 +72,30 @@ impl CompiledPolicy {
     pub fn compile(bundle: &PolicyBundle) -> Result<Self, PolicyError> {
         let size = bundle.schema.len() + bundle.policies.len();
         if size > MAX_POLICY_BUNDLE_BYTES {
-            return Err(PolicyError::TooLarge { got: size, max: MAX_POLICY_BUNDLE_BYTES });
+            return Err(PolicyError::TooLarge {
+                got: size,
+                max: MAX_POLICY_BUNDLE_BYTES,
+            });
         }
         let version = policy_version(bundle)?;
-        let (schema, _warnings) = Schema::from_cedarschema_str(&bundle.schema)
-            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(&bundle.schema).map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
         let (fragment, _) = SchemaFragment::from_cedarschema_str(&bundle.schema)
             .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
-        let fragment_json = fragment.to_json_value().map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let fragment_json = fragment
+            .to_json_value()
+            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
         let (namespace, shapes) = context_shapes(&fragment_json)?;
 
         let qualify = |name: &str| {
-            if namespace.is_empty() { name.to_owned() } else { format!("{namespace}::{name}") }
+            if namespace.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{namespace}::{name}")
+            }
         };
-        let principal_type = EntityTypeName::from_str(&qualify(PRINCIPAL_TYPE))
-            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let principal_type =
+            EntityTypeName::from_str(&qualify(PRINCIPAL_TYPE)).map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
         if !schema.entity_types().any(|t| t == &principal_type) {
             return Err(PolicyError::Schema(vec![format!(
                 "schema must declare entity type `{principal_type}`: every request's principal is an `{principal_type}`"
@@ -101,8 +110,9 @@ impl CompiledPolicy {
             ));
         }
 
-        let action_entities =
-            schema.action_entities().map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let action_entities = schema
+            .action_entities()
+            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
         let mut slices = HashMap::new();
         for uid in schema.actions() {
             let name = uid.id().unescaped().to_owned();
@@ -116,16 +126,33 @@ impl CompiledPolicy {
                     ActionConstraint::In(targets) => targets.iter().any(|t| in_scope.contains(t)),
                 };
                 if applies {
-                    policies.add(policy.clone()).map_err(|e| PolicyError::Parse(vec![e.to_string()]))?;
+                    policies
+                        .add(policy.clone())
+                        .map_err(|e| PolicyError::Parse(vec![e.to_string()]))?;
                 }
             }
             let context = shapes.get(&name).copied().unwrap_or_default();
-            slices.insert(name, ActionSlice { uid: uid.clone(), policies, context });
+            slices.insert(
+                name,
+                ActionSlice {
+                    uid: uid.clone(),
+                    policies,
+                    context,
+                },
+            );
         }
 
         let mut policy_ids: Vec<String> = all.policies().map(|p| p.id().to_string()).collect();
         policy_ids.sort();
-        Ok(Self { version, schema, principal_type, action_entities, slices, all, policy_ids })
+        Ok(Self {
+            version,
+            schema,
+            principal_type,
+            action_entities,
+            slices,
+            all,
+            policy_ids,
+        })
     }
 
     pub fn version(&self) -> PolicyVersion {
@@ -164,14 +191,16 @@ fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
     let mut policies: Vec<_> = parsed.policies().collect();
     policies.sort_by_key(|p| {
         let id = p.id().to_string();
-        id.strip_prefix("policy").and_then(|n| n.parse::<usize>().ok()).unwrap_or(usize::MAX)
+        id.strip_prefix("policy")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
     });
     for policy in policies {
         if policy.annotation("approval").is_some() {
             return Err(PolicyError::Unsupported(format!(
                 "policy `{}` has an `@approval` annotation, but human approval is not supported yet; \
                  remove it rather than have the policy allow without approval",
-                policy.annotation("id").unwrap_or(&policy.id().to_string())
+                policy.annotation("id").unwrap_or(policy.id().as_ref())
             )));
         }
         let policy = match policy.annotation("id") {
@@ -179,7 +208,9 @@ fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
             None => policy.clone(),
         };
         let id = policy.id().to_string();
-        named.add(policy).map_err(|_| PolicyError::Parse(vec![format!("policy id `{id}` is used twice")]))?;
+        named
+            .add(policy)
+            .map_err(|_| PolicyError::Parse(vec![format!("policy id `{id}` is used twice")]))?;
     }
     Ok(named)
 }

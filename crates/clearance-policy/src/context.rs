@@ -19,16 +19,16 @@ pub(crate) const KNOWN_ATTRIBUTES: &str = "`arguments`, `context`, `request_time
 
 /// The schema's namespace (empty for none) and each action's context shape, read from
 /// the JSON form of the schema.
-pub(crate) fn context_shapes(
-    schema_json: &Value,
-) -> Result<(String, HashMap<String, ContextShape>), PolicyError> {
+pub(crate) fn context_shapes(schema_json: &Value) -> Result<(String, HashMap<String, ContextShape>), PolicyError> {
     let namespaces = schema_json
         .as_object()
         .ok_or_else(|| PolicyError::Schema(vec!["schema is not a JSON object".into()]))?;
     let mut iter = namespaces.iter();
     let (namespace, body) = match (iter.next(), iter.next()) {
         (Some(only), None) => only,
-        (None, _) => return Err(PolicyError::Schema(vec!["schema declares no actions".into()])),
+        (None, _) => {
+            return Err(PolicyError::Schema(vec!["schema declares no actions".into()]));
+        }
         (Some(_), Some(_)) => {
             return Err(PolicyError::Unsupported(
                 "schemas with more than one namespace are not supported".into(),
@@ -85,11 +85,15 @@ fn record_attributes<'a>(
     let prefix = format!("{namespace}::");
     let local = name.strip_prefix(&prefix).unwrap_or(name);
     let target = common.and_then(|c| c.get(local)).ok_or_else(|| {
-        PolicyError::Schema(vec![format!("action `{action}`: context type `{name}` is not a record type")])
+        PolicyError::Schema(vec![format!(
+            "action `{action}`: context type `{name}` is not a record type"
+        )])
     })?;
     if target.get("type").and_then(Value::as_str) == Some("Record") {
         record_attributes(target, namespace, common, action)
     } else {
-        Err(PolicyError::Schema(vec![format!("action `{action}`: context type `{name}` is not a record type")]))
+        Err(PolicyError::Schema(vec![format!(
+            "action `{action}`: context type `{name}` is not a record type"
+        )]))
     }
 }

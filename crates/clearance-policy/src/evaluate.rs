@@ -80,20 +80,26 @@ impl CompiledPolicy {
         }
         let context = match Context::from_json_value(Value::Object(context), Some((&self.schema, action))) {
             Ok(c) => c,
-            Err(e) => return invalid(format!("request does not match action `{}`: {e}", req.action)),
+            Err(e) => {
+                return invalid(format!("request does not match action `{}`: {e}", req.action));
+            }
         };
-        let principal = EntityUid::from_type_name_and_id(
-            self.principal_type.clone(),
-            EntityId::new(req.principal),
-        );
+        let principal = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(req.principal));
         let resource_type = match EntityTypeName::from_str(&req.resource.kind) {
             Ok(t) => t,
-            Err(_) => return invalid(format!("resource type `{}` is not a valid entity type name", req.resource.kind)),
+            Err(_) => {
+                return invalid(format!(
+                    "resource type `{}` is not a valid entity type name",
+                    req.resource.kind
+                ));
+            }
         };
         let resource = EntityUid::from_type_name_and_id(resource_type, EntityId::new(&req.resource.id));
         let request = match Request::new(principal, action.clone(), resource, context, Some(&self.schema)) {
             Ok(r) => r,
-            Err(e) => return invalid(format!("request does not match action `{}`: {e}", req.action)),
+            Err(e) => {
+                return invalid(format!("request does not match action `{}`: {e}", req.action));
+            }
         };
         let response = Authorizer::new().is_authorized(&request, policies, &self.action_entities);
         let diagnostics = response.diagnostics();
@@ -101,8 +107,15 @@ impl CompiledPolicy {
         if !errored.is_empty() {
             errored.sort();
             errored.dedup();
-            let message = diagnostics.errors().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            return PolicyOutcome::EvaluationError { policies: errored, message };
+            let message = diagnostics
+                .errors()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return PolicyOutcome::EvaluationError {
+                policies: errored,
+                message,
+            };
         }
         let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
         determining.sort();
@@ -122,6 +135,9 @@ fn policy_of(e: &cedar_policy::AuthorizationError) -> &cedar_policy::PolicyId {
 
 fn unknown_action(action: &str) -> PolicyOutcome {
     PolicyOutcome::InvalidRequest {
-        message: format!("action `{}` is not declared in the active policy schema", action.chars().take(128).collect::<String>()),
+        message: format!(
+            "action `{}` is not declared in the active policy schema",
+            action.chars().take(128).collect::<String>()
+        ),
     }
 }

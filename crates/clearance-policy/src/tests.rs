@@ -43,7 +43,10 @@ permit(principal, action, resource == Tool::"health");
 "#;
 
 fn bundle(schema: &str, policies: &str) -> PolicyBundle {
-    PolicyBundle { schema: schema.into(), policies: policies.into() }
+    PolicyBundle {
+        schema: schema.into(),
+        policies: policies.into(),
+    }
 }
 
 fn compiled() -> Result<CompiledPolicy, PolicyError> {
@@ -71,18 +74,32 @@ fn permit_forbid_and_no_permit() -> Result<(), PolicyError> {
     let small = json!({"amount": 120, "currency": "EUR"});
     assert_eq!(
         ask(&p, "refund", "stripe", small),
-        PolicyOutcome::Permit { policies: ids(&["charges", "small-refunds"]) }
+        PolicyOutcome::Permit {
+            policies: ids(&["charges", "small-refunds"])
+        }
     );
     // 700 is permitted by `charges` (action group) only.
     let mid = json!({"amount": 700, "currency": "EUR"});
-    assert_eq!(ask(&p, "refund", "stripe", mid), PolicyOutcome::Permit { policies: ids(&["charges"]) });
+    assert_eq!(
+        ask(&p, "refund", "stripe", mid),
+        PolicyOutcome::Permit {
+            policies: ids(&["charges"])
+        }
+    );
     let large = json!({"amount": 5000, "currency": "EUR"});
     assert_eq!(
         ask(&p, "refund", "stripe", large),
-        PolicyOutcome::Forbidden { policies: ids(&["no-large-refunds"]) }
+        PolicyOutcome::Forbidden {
+            policies: ids(&["no-large-refunds"])
+        }
     );
     assert_eq!(ask(&p, "ping", "other", json!({})), PolicyOutcome::NotPermitted);
-    assert_eq!(ask(&p, "ping", "health", json!({})), PolicyOutcome::Permit { policies: ids(&["ping"]) });
+    assert_eq!(
+        ask(&p, "ping", "health", json!({})),
+        PolicyOutcome::Permit {
+            policies: ids(&["ping"])
+        }
+    );
     Ok(())
 }
 
@@ -103,10 +120,7 @@ fn evaluation_error_denies_where_cedar_alone_would_allow() -> Result<(), Box<dyn
     let schema = cedar_policy::Schema::from_str(SCHEMA)?;
     let pset = cedar_policy::PolicySet::from_str(POLICIES)?;
     let action = cedar_policy::EntityUid::from_str(r#"Action::"charge""#)?;
-    let ctx = cedar_policy::Context::from_json_value(
-        json!({"arguments": {"amount": 3}}),
-        Some((&schema, &action)),
-    )?;
+    let ctx = cedar_policy::Context::from_json_value(json!({"arguments": {"amount": 3}}), Some((&schema, &action)))?;
     let req = cedar_policy::Request::new(
         cedar_policy::EntityUid::from_str(r#"Agent::"billing-bot""#)?,
         action,
@@ -127,7 +141,12 @@ fn ill_typed_and_unknown_requests_are_invalid() -> Result<(), PolicyError> {
     let cases = [
         ask(&p, "refund", "stripe", json!({"amount": "120", "currency": "EUR"})),
         ask(&p, "refund", "stripe", json!({"amount": 120})),
-        ask(&p, "refund", "stripe", json!({"amount": 120, "currency": "EUR", "extra": 1})),
+        ask(
+            &p,
+            "refund",
+            "stripe",
+            json!({"amount": 120, "currency": "EUR", "extra": 1}),
+        ),
         ask(&p, "teleport", "stripe", json!({})),
         ask(&p, "ping", "health", json!({"unexpected": true})),
     ];
@@ -142,20 +161,47 @@ fn ill_typed_and_unknown_requests_are_invalid() -> Result<(), PolicyError> {
         context: &json!({}),
         request_time: 0,
     });
-    assert!(matches!(wrong_type, PolicyOutcome::InvalidRequest { .. }), "{wrong_type:?}");
+    assert!(
+        matches!(wrong_type, PolicyOutcome::InvalidRequest { .. }),
+        "{wrong_type:?}"
+    );
     Ok(())
 }
 
 #[test]
 fn rejects_bad_bundles_with_messages() {
     let cases: [(PolicyBundle, &str); 7] = [
-        (bundle("entity Agent; action x appliesTo { principal: Agent, resource: Agent, context: { nope: Long } };", ""), "`nope`"),
+        (
+            bundle(
+                "entity Agent; action x appliesTo { principal: Agent, resource: Agent, context: { nope: Long } };",
+                "",
+            ),
+            "`nope`",
+        ),
         (bundle("entity Tool;", ""), "`Agent`"),
-        (bundle(SCHEMA, "permit(principal, action == Action::\"refund\", resource) when { context.arguments.amout > 1 };"), "amout"),
+        (
+            bundle(
+                SCHEMA,
+                "permit(principal, action == Action::\"refund\", resource) when { context.arguments.amout > 1 };",
+            ),
+            "amout",
+        ),
         (bundle(SCHEMA, "permit(principal, action, resource"), "parse"),
-        (bundle(SCHEMA, "@id(\"a\") permit(principal, action, resource);\n@id(\"a\") forbid(principal, action, resource);"), "used twice"),
-        (bundle(SCHEMA, "@approval(\"required\") permit(principal, action, resource);"), "approval"),
-        (bundle(SCHEMA, "permit(principal == ?principal, action, resource);"), "template"),
+        (
+            bundle(
+                SCHEMA,
+                "@id(\"a\") permit(principal, action, resource);\n@id(\"a\") forbid(principal, action, resource);",
+            ),
+            "used twice",
+        ),
+        (
+            bundle(SCHEMA, "@approval(\"required\") permit(principal, action, resource);"),
+            "approval",
+        ),
+        (
+            bundle(SCHEMA, "permit(principal == ?principal, action, resource);"),
+            "template",
+        ),
     ];
     for (b, needle) in cases {
         match CompiledPolicy::compile(&b) {

@@ -61,14 +61,19 @@ const MAX_TRACKED: usize = 10_000;
 
 impl Default for FailureLimiter {
     fn default() -> Self {
-        Self { window: Duration::from_secs(60), max_failures: 50, seen: Mutex::new(HashMap::new()) }
+        Self {
+            window: Duration::from_secs(60),
+            max_failures: 50,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 }
 
 impl FailureLimiter {
     fn blocked(&self, ip: IpAddr) -> bool {
         let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.get(&ip).is_some_and(|(start, n)| start.elapsed() < self.window && *n >= self.max_failures)
+        seen.get(&ip)
+            .is_some_and(|(start, n)| start.elapsed() < self.window && *n >= self.max_failures)
     }
 
     fn record_failure(&self, ip: IpAddr) {

@@ -16,7 +16,10 @@ pub enum ApiError {
     TooLarge,
     /// A decision was recorded, but it is a client error (unauthorized role, invalid
     /// request): answered with its reason, execution id and log index.
-    Recorded { status: StatusCode, detail: ErrorDetail },
+    Recorded {
+        status: StatusCode,
+        detail: ErrorDetail,
+    },
 }
 
 impl From<CoreError> for ApiError {
@@ -38,7 +41,13 @@ pub(crate) fn status_of(e: &CoreError) -> StatusCode {
 }
 
 fn detail(code: &str, message: String) -> ErrorDetail {
-    ErrorDetail { code: code.to_owned(), message, reasons: Vec::new(), execution_id: None, log_index: None }
+    ErrorDetail {
+        code: code.to_owned(),
+        message,
+        reasons: Vec::new(),
+        execution_id: None,
+        log_index: None,
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -64,13 +73,19 @@ impl IntoResponse for ApiError {
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, detail("invalid_request", message)),
             Self::RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
-                detail("rate_limited", "too many invalid API keys from this address: try again later".into()),
+                detail(
+                    "rate_limited",
+                    "too many invalid API keys from this address: try again later".into(),
+                ),
             ),
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 detail(
                     "request_too_large",
-                    format!("request body is larger than the limit of {} bytes", clearance_model::limits::MAX_REQUEST_BYTES),
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        clearance_model::limits::MAX_REQUEST_BYTES
+                    ),
                 ),
             ),
             Self::Recorded { status, detail } => (status, detail),
@@ -99,9 +114,16 @@ pub(crate) async fn json_errors(response: Response) -> Response {
         s if s.is_server_error() => ("internal", "internal error"),
         _ => ("invalid_request", "the request was rejected"),
     };
-    let mut out = (status, Json(ErrorBody { error: detail(code, message.to_owned()) })).into_response();
+    let mut out = (
+        status,
+        Json(ErrorBody {
+            error: detail(code, message.to_owned()),
+        }),
+    )
+        .into_response();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        out.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     out
 }

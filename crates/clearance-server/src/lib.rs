@@ -40,8 +40,17 @@ struct Inner {
 
 impl AppState {
     pub fn new(plane: ControlPlane) -> Self {
-        let jwks = Jwks { keys: vec![plane.engine().signer().jwk()] };
-        Self { inner: Arc::new(Inner { plane, jwks, metrics: Metrics::new(), limiter: auth::FailureLimiter::default() }) }
+        let jwks = Jwks {
+            keys: vec![plane.engine().signer().jwk()],
+        };
+        Self {
+            inner: Arc::new(Inner {
+                plane,
+                jwks,
+                metrics: Metrics::new(),
+                limiter: auth::FailureLimiter::default(),
+            }),
+        }
     }
 
     pub fn plane(&self) -> &ControlPlane {
@@ -63,7 +72,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::meta::not_found)
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)

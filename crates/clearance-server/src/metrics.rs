@@ -41,19 +41,37 @@ impl Metrics {
         let latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let auth_failures = Counter::default();
         let mut registry = Registry::with_prefix("clearance");
-        registry.register("decisions", "Authorization decisions by result and deny reason", decisions.clone());
+        registry.register(
+            "decisions",
+            "Authorization decisions by result and deny reason",
+            decisions.clone(),
+        );
         registry.register(
             "authorize_duration_seconds",
             "Time to answer POST /v1/authorize, including the durable log append",
             latency.clone(),
         );
-        registry.register("auth_failures", "Requests with a missing, unknown or revoked API key", auth_failures.clone());
-        Self { registry: Mutex::new(registry), decisions, latency, auth_failures }
+        registry.register(
+            "auth_failures",
+            "Requests with a missing, unknown or revoked API key",
+            auth_failures.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            decisions,
+            latency,
+            auth_failures,
+        }
     }
 
     pub fn decision(&self, decision: Decision, reasons: &[DenyReason]) {
         let reason = reasons.first().map_or("none", |r| r.as_str());
-        self.decisions.get_or_create(&DecisionLabels { decision: decision.as_str(), reason }).inc();
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                decision: decision.as_str(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn authorize_latency(&self, seconds: f64) {

@@ -21,14 +21,26 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("c.db"), StoreOptions::default()).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db"), StoreOptions::default())
+        .await
+        .unwrap();
     let engine = DecisionEngine::new(
         ClearanceSigner::generate().unwrap(),
-        EngineConfig { issuer: "http://test".into(), default_ttl_seconds: 60, max_ttl_seconds: 300 },
+        EngineConfig {
+            issuer: "http://test".into(),
+            default_ttl_seconds: 60,
+            max_ttl_seconds: 300,
+        },
     );
-    let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock)).await.unwrap();
+    let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock))
+        .await
+        .unwrap();
     let admin = plane.bootstrap(None).await.unwrap().unwrap().expose().to_owned();
-    Harness { app: router(AppState::new(plane)), admin, _dir: dir }
+    Harness {
+        app: router(AppState::new(plane)),
+        admin,
+        _dir: dir,
+    }
 }
 
 impl Harness {
@@ -37,11 +49,17 @@ impl Harness {
         if let Some(k) = key {
             req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
         }
-        let req = req.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+        let req = req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.unwrap_or("").to_owned()))
+            .unwrap();
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
+        )
     }
 }
 
@@ -50,10 +68,38 @@ async fn every_error_is_a_json_body() {
     let h = harness().await;
     let cases = [
         ("GET", "/v1/nope", None, None, StatusCode::NOT_FOUND, "not_found"),
-        ("GET", "/v1/authorize", None, None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        ("POST", "/v1/authorize", None, Some("{}"), StatusCode::UNAUTHORIZED, "invalid_api_key"),
-        ("POST", "/v1/principals", Some(h.admin.as_str()), Some("{not json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/policies/sha256:zz/activate", Some(h.admin.as_str()), None, StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            "GET",
+            "/v1/authorize",
+            None,
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/v1/authorize",
+            None,
+            Some("{}"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+        ),
+        (
+            "POST",
+            "/v1/principals",
+            Some(h.admin.as_str()),
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/policies/sha256:zz/activate",
+            Some(h.admin.as_str()),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ];
     for (method, uri, key, body, status, code) in cases {
         let (got, json) = h.call(method, uri, key, body).await;
@@ -63,7 +109,10 @@ async fn every_error_is_a_json_body() {
     }
     let big = format!("{{\"id\":\"{}\"}}", "x".repeat(70 * 1024));
     let (got, json) = h.call("POST", "/v1/principals", Some(&h.admin), Some(&big)).await;
-    assert_eq!((got, json["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large")));
+    assert_eq!(
+        (got, json["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+    );
 }
 
 #[tokio::test]
@@ -72,7 +121,13 @@ async fn openapi_lists_the_api() {
     let (status, doc) = h.call("GET", "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/v1/authorize", "/v1/principals", "/v1/policies", "/v1/policies/{version}/activate", "/.well-known/jwks.json"] {
+    for path in [
+        "/v1/authorize",
+        "/v1/principals",
+        "/v1/policies",
+        "/v1/policies/{version}/activate",
+        "/.well-known/jwks.json",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["components"]["schemas"].get("AuthorizeRequest").is_some());
@@ -83,14 +138,33 @@ async fn repeated_invalid_keys_are_rate_limited() {
     let h = harness().await;
     let mut statuses = Vec::new();
     for _ in 0..55 {
-        statuses.push(h.call("GET", "/v1/principals", Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None).await.0);
+        statuses.push(
+            h.call(
+                "GET",
+                "/v1/principals",
+                Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                None,
+            )
+            .await
+            .0,
+        );
     }
     assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
     assert_eq!(statuses[54], StatusCode::TOO_MANY_REQUESTS);
-    let (_, json) = h.call("GET", "/v1/principals", Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None).await;
+    let (_, json) = h
+        .call(
+            "GET",
+            "/v1/principals",
+            Some("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            None,
+        )
+        .await;
     assert_eq!(json["error"]["code"], "rate_limited");
     let (_, metrics) = h.call("GET", "/metrics", None, None).await;
-    assert!(metrics.as_str().unwrap().contains("clearance_auth_failures_total 50"), "{metrics}");
+    assert!(
+        metrics.as_str().unwrap().contains("clearance_auth_failures_total 50"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,9 @@ pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<AppendJob>, m
         }
         let outcome = match tokio::time::timeout(timeout, write_batch(&pool, &batch)).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("log append timed out after {timeout:?}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "log append timed out after {timeout:?}"
+            ))),
         };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, entries = batch.len(), "log append failed");
@@ -58,7 +60,12 @@ pub(crate) async fn next_index(tx: &mut sqlx::SqliteConnection) -> Result<u64, S
     u64::try_from(next).map_err(|_| StoreError::Unavailable("log index out of range".into()))
 }
 
-pub(crate) async fn insert_entry(tx: &mut sqlx::SqliteConnection, idx: u64, entry: &[u8], now: i64) -> Result<(), StoreError> {
+pub(crate) async fn insert_entry(
+    tx: &mut sqlx::SqliteConnection,
+    idx: u64,
+    entry: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
     let idx = i64::try_from(idx).map_err(|_| StoreError::Unavailable("log index out of range".into()))?;
     sqlx::query("INSERT INTO log_entries (idx, entry, appended_at) VALUES (?, ?, ?)")
         .bind(idx)

@@ -26,7 +26,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { busy_timeout: Duration::from_secs(2), append_timeout: Duration::from_secs(5), max_batch: 512 }
+        Self {
+            busy_timeout: Duration::from_secs(2),
+            append_timeout: Duration::from_secs(5),
+            max_batch: 512,
+        }
     }
 }
 
@@ -59,7 +63,12 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
         let (appends, jobs) = mpsc::channel(16 * 1024);
-        tokio::spawn(sequencer::run(pool.clone(), jobs, options.max_batch, options.append_timeout));
+        tokio::spawn(sequencer::run(
+            pool.clone(),
+            jobs,
+            options.max_batch,
+            options.append_timeout,
+        ));
         Ok(Self { pool, appends, options })
     }
 
@@ -72,7 +81,12 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(|r| Ok((LogIndex(r.try_get::<i64, _>(0).map_err(unavailable)?.try_into().unwrap_or(0)), r.try_get(1).map_err(unavailable)?)))
+            .map(|r| {
+                Ok((
+                    LogIndex(r.try_get::<i64, _>(0).map_err(unavailable)?.try_into().unwrap_or(0)),
+                    r.try_get(1).map_err(unavailable)?,
+                ))
+            })
             .collect()
     }
 
@@ -121,8 +135,8 @@ impl Store for SqliteStore {
         .map_err(unavailable)?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get("key_hash").map_err(unavailable)?;
-        let stored = <[u8; 32]>::try_from(stored.as_slice())
-            .map_err(|_| StoreError::Unavailable("corrupt key hash".into()))?;
+        let stored =
+            <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| StoreError::Unavailable("corrupt key hash".into()))?;
         Ok(Some((principal_row(&row)?, KeyHash(stored))))
     }
 
@@ -136,7 +150,10 @@ impl Store for SqliteStore {
     }
 
     async fn principal_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&self.pool).await.map_err(unavailable)?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -161,10 +178,17 @@ impl Store for SqliteStore {
                 let key_id: String = r.try_get("key_id").map_err(unavailable)?;
                 let owner: String = r.try_get("principal_id").map_err(unavailable)?;
                 Ok(KeyRecord {
-                    key_id: key_id.parse().map_err(|_| StoreError::Unavailable("corrupt key id".into()))?,
-                    principal: owner.parse().map_err(|_| StoreError::Unavailable("corrupt principal id".into()))?,
+                    key_id: key_id
+                        .parse()
+                        .map_err(|_| StoreError::Unavailable("corrupt key id".into()))?,
+                    principal: owner
+                        .parse()
+                        .map_err(|_| StoreError::Unavailable("corrupt principal id".into()))?,
                     created_at: Timestamp(r.try_get("created_at").map_err(unavailable)?),
-                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at").map_err(unavailable)?.map(Timestamp),
+                    revoked_at: r
+                        .try_get::<Option<i64>, _>("revoked_at")
+                        .map_err(unavailable)?
+                        .map(Timestamp),
                 })
             })
             .collect()
@@ -229,7 +253,12 @@ impl Store for SqliteStore {
         Ok(LogIndex(idx))
     }
 
-    async fn save_policy(&self, version: &PolicyVersion, bundle: &PolicyBundle, at: Timestamp) -> Result<bool, StoreError> {
+    async fn save_policy(
+        &self,
+        version: &PolicyVersion,
+        bundle: &PolicyBundle,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO policy_versions (version, schema_text, policies_text, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (version) DO NOTHING",
@@ -250,8 +279,13 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        row.map(|r| Ok(PolicyBundle { schema: r.try_get(0).map_err(unavailable)?, policies: r.try_get(1).map_err(unavailable)? }))
-            .transpose()
+        row.map(|r| {
+            Ok(PolicyBundle {
+                schema: r.try_get(0).map_err(unavailable)?,
+                policies: r.try_get(1).map_err(unavailable)?,
+            })
+        })
+        .transpose()
     }
 
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
@@ -273,7 +307,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn activate_policy(&self, version: &PolicyVersion, at: Timestamp, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+    async fn activate_policy(
+        &self,
+        version: &PolicyVersion,
+        at: Timestamp,
+        event: Vec<u8>,
+    ) -> Result<LogIndex, StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO active_policy (singleton, version, activated_at) VALUES (0, ?, ?) \
@@ -301,7 +340,10 @@ impl Store for SqliteStore {
         row.map(|r| {
             Ok((
                 policy_version(&r.try_get::<String, _>(0).map_err(unavailable)?)?,
-                PolicyBundle { schema: r.try_get(1).map_err(unavailable)?, policies: r.try_get(2).map_err(unavailable)? },
+                PolicyBundle {
+                    schema: r.try_get(1).map_err(unavailable)?,
+                    policies: r.try_get(2).map_err(unavailable)?,
+                },
             ))
         })
         .transpose()
@@ -314,7 +356,9 @@ impl Store for SqliteStore {
                 .send(AppendJob { entry, reply })
                 .await
                 .map_err(|_| StoreError::Unavailable("the log sequencer has stopped".into()))?;
-            answer.await.map_err(|_| StoreError::Unavailable("the log sequencer dropped the append".into()))?
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the log sequencer dropped the append".into()))?
         };
         // The sequencer has its own timeout per batch; this bounds queueing as well.
         match tokio::time::timeout(self.options.append_timeout * 2, wait).await {

@@ -19,19 +19,32 @@ action refund appliesTo { principal: Agent, resource: Tool, context: { arguments
 const POLICIES: &str = r#"@id("small") permit(principal, action, resource) when { context.arguments.amount < 500 };"#;
 
 fn options() -> StoreOptions {
-    StoreOptions { busy_timeout: Duration::from_millis(200), append_timeout: Duration::from_millis(800), max_batch: 64 }
+    StoreOptions {
+        busy_timeout: Duration::from_millis(200),
+        append_timeout: Duration::from_millis(800),
+        max_batch: 64,
+    }
 }
 
 async fn plane(store: &SqliteStore) -> ControlPlane {
     let engine = DecisionEngine::new(
         ClearanceSigner::generate().unwrap(),
-        EngineConfig { issuer: "http://test".into(), default_ttl_seconds: 60, max_ttl_seconds: 300 },
+        EngineConfig {
+            issuer: "http://test".into(),
+            default_ttl_seconds: 60,
+            max_ttl_seconds: 300,
+        },
     );
-    ControlPlane::new(Arc::new(store.clone()), engine, Arc::new(SystemClock)).await.unwrap()
+    ControlPlane::new(Arc::new(store.clone()), engine, Arc::new(SystemClock))
+        .await
+        .unwrap()
 }
 
 fn refund(amount: i64) -> AuthorizeRequest {
-    serde_json::from_value(json!({"action": "refund", "resource": {"type": "Tool", "id": "t"}, "arguments": {"amount": amount}})).unwrap()
+    serde_json::from_value(
+        json!({"action": "refund", "resource": {"type": "Tool", "id": "t"}, "arguments": {"amount": amount}}),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -41,23 +54,54 @@ async fn bootstrap_keys_and_policy_survive_reopen() {
     let store = SqliteStore::open(&path, options()).await.unwrap();
     let cp = plane(&store).await;
     let admin_key = cp.bootstrap(None).await.unwrap().expect("a generated key");
-    assert!(cp.bootstrap(None).await.unwrap().is_none(), "second bootstrap creates nothing");
+    assert!(
+        cp.bootstrap(None).await.unwrap().is_none(),
+        "second bootstrap creates nothing"
+    );
     let admin = cp.authenticate(Some(admin_key.expose())).await.unwrap();
     assert_eq!(admin.roles, vec![Role::Admin]);
 
-    cp.create_principal(&admin, &CreatePrincipal { id: "bot".parse().unwrap(), roles: vec![Role::Agent] }).await.unwrap();
-    let dup = cp.create_principal(&admin, &CreatePrincipal { id: "bot".parse().unwrap(), roles: vec![Role::Agent] }).await;
+    cp.create_principal(
+        &admin,
+        &CreatePrincipal {
+            id: "bot".parse().unwrap(),
+            roles: vec![Role::Agent],
+        },
+    )
+    .await
+    .unwrap();
+    let dup = cp
+        .create_principal(
+            &admin,
+            &CreatePrincipal {
+                id: "bot".parse().unwrap(),
+                roles: vec![Role::Agent],
+            },
+        )
+        .await;
     assert!(matches!(dup, Err(CoreError::Conflict(_))), "{dup:?}");
     let issued = cp.issue_key(&admin, &"bot".parse().unwrap()).await.unwrap();
     let bot = cp.authenticate(Some(&issued.key)).await.unwrap();
-    let pushed = cp.push_policy(&admin, &PolicyBundle { schema: SCHEMA.into(), policies: POLICIES.into() }).await.unwrap();
+    let pushed = cp
+        .push_policy(
+            &admin,
+            &PolicyBundle {
+                schema: SCHEMA.into(),
+                policies: POLICIES.into(),
+            },
+        )
+        .await
+        .unwrap();
     assert!(pushed.created);
     cp.activate_policy(&admin, &pushed.version).await.unwrap();
     assert_eq!(cp.authorize(&bot, &refund(10)).await.unwrap().decision, Decision::Allow);
 
     // An agent cannot manage principals.
     let denied = cp.list_principals(&bot).await;
-    assert!(matches!(denied, Err(CoreError::UnauthorizedRole { required: Role::Admin })), "{denied:?}");
+    assert!(
+        matches!(denied, Err(CoreError::UnauthorizedRole { required: Role::Admin })),
+        "{denied:?}"
+    );
 
     drop(cp);
     let store = SqliteStore::open(&path, options()).await.unwrap();
@@ -68,9 +112,15 @@ async fn bootstrap_keys_and_policy_survive_reopen() {
     assert_eq!(again.policy_version, Some(pushed.version));
 
     cp.revoke_key(&admin, &issued.key_id).await.unwrap();
-    assert!(matches!(cp.authenticate(Some(&issued.key)).await, Err(CoreError::InvalidApiKey)));
+    assert!(matches!(
+        cp.authenticate(Some(&issued.key)).await,
+        Err(CoreError::InvalidApiKey)
+    ));
     let wrong = ApiKey::generate().unwrap();
-    assert!(matches!(cp.authenticate(Some(wrong.expose())).await, Err(CoreError::InvalidApiKey)));
+    assert!(matches!(
+        cp.authenticate(Some(wrong.expose())).await,
+        Err(CoreError::InvalidApiKey)
+    ));
     assert!(matches!(cp.authenticate(None).await, Err(CoreError::InvalidApiKey)));
 }
 
@@ -81,7 +131,9 @@ async fn concurrent_appends_get_distinct_gapless_indexes() {
     let mut tasks = Vec::new();
     for i in 0..300u32 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.append(format!("{{\"n\":{i}}}").into_bytes()).await }));
+        tasks.push(tokio::spawn(async move {
+            s.append(format!("{{\"n\":{i}}}").into_bytes()).await
+        }));
     }
     let mut seen = BTreeSet::new();
     for t in tasks {
@@ -101,7 +153,9 @@ async fn log_rows_cannot_be_changed_or_deleted() {
     let path = dir.path().join("c.db");
     let store = SqliteStore::open(&path, options()).await.unwrap();
     store.append(b"{}".to_vec()).await.unwrap();
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     for sql in ["UPDATE log_entries SET entry = x'00'", "DELETE FROM log_entries"] {
         let err = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
@@ -118,13 +172,33 @@ async fn locked_database_means_audit_unavailable_then_recovers() {
     let cp = plane(&store).await;
     let key = cp.bootstrap(None).await.unwrap().unwrap();
     let admin = cp.authenticate(Some(key.expose())).await.unwrap();
-    cp.create_principal(&admin, &CreatePrincipal { id: "bot".parse().unwrap(), roles: vec![Role::Agent] }).await.unwrap();
+    cp.create_principal(
+        &admin,
+        &CreatePrincipal {
+            id: "bot".parse().unwrap(),
+            roles: vec![Role::Agent],
+        },
+    )
+    .await
+    .unwrap();
     let issued = cp.issue_key(&admin, &"bot".parse().unwrap()).await.unwrap();
     let bot = cp.authenticate(Some(&issued.key)).await.unwrap();
-    let v = cp.push_policy(&admin, &PolicyBundle { schema: SCHEMA.into(), policies: POLICIES.into() }).await.unwrap().version;
+    let v = cp
+        .push_policy(
+            &admin,
+            &PolicyBundle {
+                schema: SCHEMA.into(),
+                policies: POLICIES.into(),
+            },
+        )
+        .await
+        .unwrap()
+        .version;
     cp.activate_policy(&admin, &v).await.unwrap();
 
-    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
     let result = cp.authorize(&bot, &refund(10)).await;
     assert!(matches!(result, Err(CoreError::AuditUnavailable(_))), "{result:?}");

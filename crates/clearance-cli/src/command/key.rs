@@ -32,7 +32,9 @@ pub(crate) enum Command {
 pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
     match cmd {
         Command::Create { principal, client } => {
-            let k: IssuedKey = Client::new(&client)?.post(&format!("/v1/principals/{principal}/keys"), &serde_json::json!({})).await?;
+            let k: IssuedKey = Client::new(&client)?
+                .post(&format!("/v1/principals/{principal}/keys"), &serde_json::json!({}))
+                .await?;
             if client.json {
                 return print_json(&k);
             }
@@ -41,7 +43,9 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::List { principal, client } => {
-            let l: KeyList = Client::new(&client)?.get(&format!("/v1/principals/{principal}/keys")).await?;
+            let l: KeyList = Client::new(&client)?
+                .get(&format!("/v1/principals/{principal}/keys"))
+                .await?;
             if client.json {
                 return print_json(&l);
             }

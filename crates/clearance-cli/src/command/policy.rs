@@ -53,18 +53,32 @@ pub(crate) struct BundleFiles {
 
 impl BundleFiles {
     fn read(&self) -> anyhow::Result<PolicyBundle> {
-        let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()));
-        Ok(PolicyBundle { schema: read(&self.schema)?, policies: read(&self.policies)? })
+        let read =
+            |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()));
+        Ok(PolicyBundle {
+            schema: read(&self.schema)?,
+            policies: read(&self.policies)?,
+        })
     }
 }
 
 pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
     match cmd {
-        Command::Push { files, activate, client } => {
+        Command::Push {
+            files,
+            activate,
+            client,
+        } => {
             let c = Client::new(&client)?;
             let pushed: PolicyPushed = c.post("/v1/policies", &files.read()?).await?;
             let activated: Option<PolicyActivated> = if activate {
-                Some(c.post(&format!("/v1/policies/{}/activate", pushed.version), &serde_json::json!({})).await?)
+                Some(
+                    c.post(
+                        &format!("/v1/policies/{}/activate", pushed.version),
+                        &serde_json::json!({}),
+                    )
+                    .await?,
+                )
             } else {
                 None
             };
@@ -72,7 +86,12 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                 return print_json(&serde_json::json!({"pushed": pushed, "activated": activated}));
             }
             let what = if pushed.created { "pushed" } else { "already stored" };
-            println!("{what} {} ({} policies: {})", pushed.version, pushed.policy_ids.len(), pushed.policy_ids.join(", "));
+            println!(
+                "{what} {} ({} policies: {})",
+                pushed.version,
+                pushed.policy_ids.len(),
+                pushed.policy_ids.join(", ")
+            );
             if let Some(a) = activated {
                 println!("activated {} (log index {})", a.version, a.log_index);
             } else {
@@ -81,7 +100,9 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Validate { files, client } => {
-            let v: PolicyValidated = Client::new(&client)?.post("/v1/policies/validate", &files.read()?).await?;
+            let v: PolicyValidated = Client::new(&client)?
+                .post("/v1/policies/validate", &files.read()?)
+                .await?;
             if client.json {
                 return print_json(&v);
             }
@@ -91,8 +112,9 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Activate { version, client } => {
-            let a: PolicyActivated =
-                Client::new(&client)?.post(&format!("/v1/policies/{version}/activate"), &serde_json::json!({})).await?;
+            let a: PolicyActivated = Client::new(&client)?
+                .post(&format!("/v1/policies/{version}/activate"), &serde_json::json!({}))
+                .await?;
             if client.json {
                 return print_json(&a);
             }
@@ -105,7 +127,12 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                 return print_json(&l);
             }
             for p in &l.policies {
-                println!("{}  {}{}", p.version, p.created_at, if p.active { "  active" } else { "" });
+                println!(
+                    "{}  {}{}",
+                    p.version,
+                    p.created_at,
+                    if p.active { "  active" } else { "" }
+                );
             }
             if l.policies.is_empty() {
                 println!("no policy versions yet");

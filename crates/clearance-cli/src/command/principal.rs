@@ -32,12 +32,25 @@ pub(crate) enum Command {
 
 pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
     match cmd {
-        Command::Create { id, roles, with_key, client } => {
-            let id = id.parse().map_err(|e: clearance_model::IdError| Failure::Error(e.into()))?;
+        Command::Create {
+            id,
+            roles,
+            with_key,
+            client,
+        } => {
+            let id = id
+                .parse()
+                .map_err(|e: clearance_model::IdError| Failure::Error(e.into()))?;
             let c = Client::new(&client)?;
             let created: PrincipalView = c.post("/v1/principals", &CreatePrincipal { id, roles }).await?;
-            let key: Option<IssuedKey> =
-                if with_key { Some(c.post(&format!("/v1/principals/{}/keys", created.id), &serde_json::json!({})).await?) } else { None };
+            let key: Option<IssuedKey> = if with_key {
+                Some(
+                    c.post(&format!("/v1/principals/{}/keys", created.id), &serde_json::json!({}))
+                        .await?,
+                )
+            } else {
+                None
+            };
             if client.json {
                 return print_json(&serde_json::json!({"principal": created, "key": key}));
             }

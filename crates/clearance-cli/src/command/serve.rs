@@ -40,7 +40,9 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     tracing::info!(%issuer, %kid, data_dir = %config.data_dir.display(), "control plane ready");
     // A stable line for people and scripts (tests read the port from it).
     eprintln!("clearance: listening on http://{bound}");
-    clearance_server::serve(listener, state, shutdown()).await.context("serving")?;
+    clearance_server::serve(listener, state, shutdown())
+        .await
+        .context("serving")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -64,6 +66,13 @@ fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -56,7 +56,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         args.token.trim().to_owned()
     };
     let server = args.server.trim_end_matches('/');
-    let jwks = load_jwks(args.jwks.as_deref().unwrap_or(&format!("{server}/.well-known/jwks.json"))).await?;
+    let jwks = load_jwks(
+        args.jwks
+            .as_deref()
+            .unwrap_or(&format!("{server}/.well-known/jwks.json")),
+    )
+    .await?;
     let issuer = args.issuer.clone().unwrap_or_else(|| server.to_owned());
     let verifier = Verifier::new(jwks, issuer, args.audience.clone()).with_leeway(args.leeway);
     let now = Timestamp::now().seconds();
@@ -102,9 +107,14 @@ async fn load_jwks(source: &str) -> Result<Jwks, Failure> {
             .map_err(|e| Failure::Unavailable(format!("cannot fetch the JWKS from {source}: {e}")))?;
         let status = res.status();
         if !status.is_success() {
-            return Err(Failure::Error(anyhow::anyhow!("fetching the JWKS from {source}: HTTP {status}")));
+            return Err(Failure::Error(anyhow::anyhow!(
+                "fetching the JWKS from {source}: HTTP {status}"
+            )));
         }
-        res.bytes().await.map_err(|e| Failure::Unavailable(format!("reading the JWKS: {e}")))?.to_vec()
+        res.bytes()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("reading the JWKS: {e}")))?
+            .to_vec()
     } else {
         std::fs::read(source).with_context(|| format!("reading JWKS `{source}`"))?
     };

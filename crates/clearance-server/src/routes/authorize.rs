@@ -48,7 +48,9 @@ pub(crate) async fn authorize(
         Ok(r) => r,
         Err(e) => {
             if matches!(e, clearance_core::CoreError::AuditUnavailable(_)) {
-                state.metrics().decision(clearance_model::Decision::Deny, &[DenyReason::AuditUnavailable]);
+                state
+                    .metrics()
+                    .decision(clearance_model::Decision::Deny, &[DenyReason::AuditUnavailable]);
             }
             return Err(e.into());
         }
@@ -72,7 +74,11 @@ pub(crate) async fn authorize(
         Some(status) => Err(ApiError::Recorded {
             status,
             detail: ErrorDetail {
-                code: response.reasons.first().map_or("invalid_request", |r| r.as_str()).to_owned(),
+                code: response
+                    .reasons
+                    .first()
+                    .map_or("invalid_request", |r| r.as_str())
+                    .to_owned(),
                 message: response.message.unwrap_or_default(),
                 reasons: response.reasons,
                 execution_id: Some(response.execution_id),

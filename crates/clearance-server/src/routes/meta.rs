@@ -39,7 +39,11 @@ pub(crate) async fn livez() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200), (status = 503)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let r = state.plane().readiness().await;
-    let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if r.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let check = |ok: bool, err: Option<String>| match err {
         None if ok => json!({"ok": true}),
         _ => json!({"ok": false, "error": err}),
@@ -62,7 +66,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics().render(),
     )
         .into_response()

@@ -23,5 +23,6 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>
             });
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
 }

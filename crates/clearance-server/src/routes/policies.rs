@@ -33,7 +33,11 @@ pub(crate) async fn push_policy(
 ) -> Result<(StatusCode, Json<PolicyPushed>), ApiError> {
     let bundle: PolicyBundle = json_body(body)?;
     let pushed = state.plane().push_policy(&caller, &bundle).await?;
-    let status = if pushed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if pushed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(pushed)))
 }
 
@@ -58,8 +62,9 @@ pub(crate) async fn activate_policy(
     Authenticated(caller): Authenticated,
     Path(version): Path<String>,
 ) -> Result<Json<PolicyActivated>, ApiError> {
-    let version: PolicyVersion =
-        version.parse().map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
+    let version: PolicyVersion = version
+        .parse()
+        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(state.plane().activate_policy(&caller, &version).await?))
 }
 
@@ -70,5 +75,7 @@ pub(crate) async fn list_policies(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<PolicyList>, ApiError> {
-    Ok(Json(PolicyList { policies: state.plane().list_policies(&caller).await? }))
+    Ok(Json(PolicyList {
+        policies: state.plane().list_policies(&caller).await?,
+    }))
 }

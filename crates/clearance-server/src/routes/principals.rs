@@ -20,7 +20,8 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 fn principal_id(raw: &str) -> Result<PrincipalId, ApiError> {
-    raw.parse().map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))
+    raw.parse()
+        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))
 }
 
 /// Create a principal with roles (admin).
@@ -33,7 +34,10 @@ pub(crate) async fn create_principal(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PrincipalView>), ApiError> {
     let req: CreatePrincipal = json_body(body)?;
-    Ok((StatusCode::CREATED, Json(state.plane().create_principal(&caller, &req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.plane().create_principal(&caller, &req).await?),
+    ))
 }
 
 /// List principals (admin, auditor).
@@ -43,7 +47,9 @@ pub(crate) async fn list_principals(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<PrincipalList>, ApiError> {
-    Ok(Json(PrincipalList { principals: state.plane().list_principals(&caller).await? }))
+    Ok(Json(PrincipalList {
+        principals: state.plane().list_principals(&caller).await?,
+    }))
 }
 
 /// Issue a new API key for a principal (admin). The key is in this response only.
@@ -69,7 +75,9 @@ pub(crate) async fn list_keys(
     Path(id): Path<String>,
 ) -> Result<Json<KeyList>, ApiError> {
     let id = principal_id(&id)?;
-    Ok(Json(KeyList { keys: state.plane().list_keys(&caller, &id).await? }))
+    Ok(Json(KeyList {
+        keys: state.plane().list_keys(&caller, &id).await?,
+    }))
 }
 
 /// Revoke an API key (admin). Takes effect on the next request that presents it.
@@ -81,7 +89,9 @@ pub(crate) async fn revoke_key(
     Authenticated(caller): Authenticated,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let key_id: KeyId = key_id.parse().map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
+    let key_id: KeyId = key_id
+        .parse()
+        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
     state.plane().revoke_key(&caller, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

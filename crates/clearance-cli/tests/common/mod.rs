@@ -1,6 +1,12 @@
 //! Start the real `clearance` binary on a free loopback port and talk to it.
 
-#![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test setup: a failure must abort loudly"
+)]
+#![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,6 +49,7 @@ permit (principal, action == Action::"refund", resource)
 when { context.arguments.amount == 777 };
 "#;
 
+#[derive(Debug)]
 pub struct Server {
     child: Child,
     pub url: String,
@@ -98,7 +105,13 @@ impl Server {
                 return Err(format!("{status}: {}", stderr.lock().unwrap()));
             }
         };
-        Ok(Self { child, url, data_dir: data_dir.to_owned(), stderr, _dir: None })
+        Ok(Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            stderr,
+            _dir: None,
+        })
     }
 
     pub fn logs(&self) -> String {
@@ -106,7 +119,10 @@ impl Server {
     }
 
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -138,7 +154,11 @@ impl Server {
 
     /// Create an agent and return its key.
     pub fn agent(&self, id: &str) -> String {
-        let (s, b) = self.post("/v1/principals", Some(ADMIN_KEY), &json!({"id": id, "roles": ["agent"]}));
+        let (s, b) = self.post(
+            "/v1/principals",
+            Some(ADMIN_KEY),
+            &json!({"id": id, "roles": ["agent"]}),
+        );
         assert_eq!(s, 201, "{b}");
         let (s, b) = self.post(&format!("/v1/principals/{id}/keys"), Some(ADMIN_KEY), &json!({}));
         assert_eq!(s, 201, "{b}");
@@ -147,7 +167,11 @@ impl Server {
 
     /// Push and activate the test bundle; returns its version.
     pub fn activate(&self, schema: &str, policies: &str) -> String {
-        let (s, b) = self.post("/v1/policies", Some(ADMIN_KEY), &json!({"schema": schema, "policies": policies}));
+        let (s, b) = self.post(
+            "/v1/policies",
+            Some(ADMIN_KEY),
+            &json!({"schema": schema, "policies": policies}),
+        );
         assert!(s == 201 || s == 200, "{b}");
         let version = b["version"].as_str().unwrap().to_owned();
         let (s, b) = self.post(&format!("/v1/policies/{version}/activate"), Some(ADMIN_KEY), &json!({}));
@@ -166,7 +190,9 @@ impl Server {
     /// Run the CLI against this server.
     pub fn cli(&self, key: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("CLEARANCE_SERVER", &self.url).env_remove("CLEARANCE_API_KEY");
+        cmd.args(args)
+            .env("CLEARANCE_SERVER", &self.url)
+            .env_remove("CLEARANCE_API_KEY");
         if let Some(k) = key {
             cmd.env("CLEARANCE_API_KEY", k);
         }
