@@ -41,7 +41,7 @@ pub struct Verdict {
     pub policies: Vec<String>,
     pub policy_version: Option<PolicyVersion>,
     pub message: Option<String>,
-    /// Digest of the arguments (of the empty object when they could not be digested).
+    /// Digest of the arguments as asked, recorded in the log for denies as well.
     pub arguments: Digest,
     pub ttl_seconds: u64,
 }
@@ -88,15 +88,26 @@ impl DecisionEngine {
         policy: Option<&CompiledPolicy>,
         now: Timestamp,
     ) -> Verdict {
-        let empty = Digest::of(b"{}");
+        // The log records what was asked even when it is refused early, so the digest
+        // comes first. Canonicalizing a parsed JSON value does not fail in practice; if it
+        // ever did, the request is invalid and the digest of `null` is recorded.
+        let digest = argument_digest(&req.arguments);
+        let arguments = digest.as_ref().ok().copied().unwrap_or_else(|| Digest::of(b"null"));
         // Stage 2: the caller must be an agent.
         if !caller.has(Role::Agent) {
-            return Verdict::deny(DenyReason::UnauthorizedRole, "authorize needs the `agent` role", empty);
+            return Verdict::deny(
+                DenyReason::UnauthorizedRole,
+                "authorize needs the `agent` role",
+                arguments,
+            );
         }
         // Stage 3: shape and limits.
-        let (arguments, ttl) = match self.validate(req) {
-            Ok(ok) => ok,
-            Err(message) => return Verdict::deny(DenyReason::InvalidRequest, message, empty),
+        let checked = digest
+            .map_err(|e| format!("`arguments`: {e}"))
+            .and_then(|_| self.validate(req));
+        let ttl = match checked {
+            Ok(ttl) => ttl,
+            Err(message) => return Verdict::deny(DenyReason::InvalidRequest, message, arguments),
         };
         // Stage 4 (lineage) and stage 5 (environment) are slots: this version accepts no
         // parent and binds the named environment as the audience without a registry.
@@ -162,7 +173,8 @@ impl DecisionEngine {
         }
     }
 
-    fn validate(&self, req: &AuthorizeRequest) -> Result<(Digest, u64), String> {
+    /// Stage 3 limits; returns the clearance lifetime to grant.
+    fn validate(&self, req: &AuthorizeRequest) -> Result<u64, String> {
         bounded("action", &req.action, MAX_ACTION_BYTES)?;
         bounded("resource type", &req.resource.kind, MAX_RESOURCE_BYTES)?;
         bounded("resource id", &req.resource.id, MAX_RESOURCE_BYTES)?;
@@ -184,8 +196,7 @@ impl DecisionEngine {
                 self.config.max_ttl_seconds
             ));
         }
-        let digest = argument_digest(&req.arguments).map_err(|e| format!("`arguments`: {e}"))?;
-        Ok((digest, ttl))
+        Ok(ttl)
     }
 
     /// Stage 8: sign the clearance for an allowed request whose decision is durable at

@@ -33,8 +33,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         match state.plane().authenticate(presented).await {
             Ok(caller) => Ok(Self(caller)),
             Err(CoreError::InvalidApiKey) => {
@@ -46,6 +45,13 @@ impl FromRequestParts<AppState> for Authenticated {
             Err(other) => Err(ApiError::Core(other)),
         }
     }
+}
+
+/// The credentials of a `Bearer` authorization header; the scheme name is
+/// case-insensitive (RFC 9110 section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Counts invalid keys per source address in fixed windows.
@@ -87,5 +93,18 @@ impl FailureLimiter {
             *entry = (Instant::now(), 0);
         }
         entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer clr_x"), Some("clr_x"));
+        assert_eq!(bearer_token("bearer  clr_x "), Some("clr_x"));
+        assert_eq!(bearer_token("Basic dXNlcg=="), None);
+        assert_eq!(bearer_token("Bearerclr_x"), None);
     }
 }
