@@ -172,7 +172,11 @@ fn decision_table() {
         assert_eq!((v.decision, &v.reasons), (decision, &reasons), "case {i}: {v:?}");
         assert_eq!(v.policies, policies, "case {i}");
         // Denies record the arguments as asked, not a placeholder.
-        assert_eq!(v.arguments, clearance_model::argument_digest(&req.arguments).unwrap(), "case {i}");
+        assert_eq!(
+            v.arguments,
+            clearance_model::argument_digest(&req.arguments).unwrap(),
+            "case {i}"
+        );
         assert_eq!(v.ttl_seconds > 0, decision == Decision::Allow, "case {i}");
     }
 }
