@@ -56,7 +56,7 @@ pub fn range_hash<S: NodeSource>(src: &S, start: u64, end: u64) -> Result<Hash, 
     if len == 0 {
         return Ok(EMPTY_ROOT);
     }
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         return src.node(NodeId {
             level: len.trailing_zeros(),
             index: start / len,
@@ -86,7 +86,7 @@ impl MemoryTree {
             let nodes = &mut self.levels[level];
             nodes.push(hash);
             let n = nodes.len();
-            if n % 2 == 1 {
+            if !n.is_multiple_of(2) {
                 break;
             }
             hash = node_hash(&nodes[n - 2], &nodes[n - 1]);
