@@ -61,53 +61,18 @@ impl ClearanceSigner {
     /// Load the key at `path`, or create it (mode 0600) when the file does not exist.
     /// Returns whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), KeyError> {
-        match fs::metadata(path) {
-            Ok(_) => Ok((Self::load(path)?, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let signer = Self::generate()?;
-                signer.save_new(path)?;
-                Ok((signer, true))
-            }
-            Err(source) => Err(KeyError::Read {
-                path: path.to_owned(),
-                source,
-            }),
-        }
+        let (key, created) = load_or_create_key(path)?;
+        Ok((Self::from_signing_key(key), created))
     }
 
     /// Load a PKCS#8 PEM key, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let read_err = |source| KeyError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let mode = fs::metadata(path).map_err(read_err)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: path.to_owned(),
-                mode: mode & 0o7777,
-            });
-        }
-        let pem = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(read_err)?);
-        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Format { path: path.to_owned() })?;
-        Ok(Self::from_signing_key(key))
+        load_key(path).map(Self::from_signing_key)
     }
 
     /// Write the key to a new file with mode 0600. Never overwrites.
     pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
-        let write_err = |source| KeyError::Write {
-            path: path.to_owned(),
-            source,
-        };
-        let pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Encode)?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(write_err)?;
-        file.write_all(pem.as_bytes()).map_err(write_err)?;
-        file.sync_all().map_err(write_err)
+        save_new_key(&self.key, path)
     }
 
     pub fn kid(&self) -> &str {
@@ -140,6 +105,58 @@ impl ClearanceSigner {
         URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
         Ok(token)
     }
+}
+
+/// Load the Ed25519 key at `path` (PKCS#8 PEM), or create it with mode 0600 when the
+/// file does not exist. Returns whether it was created. Used for every key Clearance keeps.
+pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), KeyError> {
+    match fs::metadata(path) {
+        Ok(_) => Ok((load_key(path)?, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            getrandom::fill(seed.as_mut()).map_err(|e| KeyError::Random(e.to_string()))?;
+            let key = SigningKey::from_bytes(&seed);
+            save_new_key(&key, path)?;
+            Ok((key, true))
+        }
+        Err(source) => Err(KeyError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Load a PKCS#8 PEM key, refusing one that group or others can read.
+pub fn load_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let read_err = |source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = fs::metadata(path).map_err(read_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
+    let pem = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(read_err)?);
+    SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Format { path: path.to_owned() })
+}
+
+fn save_new_key(key: &SigningKey, path: &Path) -> Result<(), KeyError> {
+    let write_err = |source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Encode)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write_err)?;
+    file.write_all(pem.as_bytes()).map_err(write_err)?;
+    file.sync_all().map_err(write_err)
 }
 
 #[cfg(test)]

@@ -51,6 +51,27 @@ impl Client {
         self.send(Method::GET, path, None::<&()>).await
     }
 
+    /// GET a text/plain resource (checkpoints, verifier keys).
+    pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
+        let url = format!("{}{path}", self.base);
+        let res = self.http.get(&url).send().await.map_err(|e| {
+            Failure::Unavailable(format!(
+                "cannot reach the control plane at {}: {}",
+                self.base,
+                root_cause(&e)
+            ))
+        })?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(api_failure(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|_| Failure::Error(anyhow::anyhow!("{url} answered with non-UTF-8")))
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
         self.send(Method::POST, path, Some(body)).await
     }

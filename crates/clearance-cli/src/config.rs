@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_DATA_DIR: &str = "./clearance-data";
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 const KEY_FILE: &str = "signing-key.pem";
+pub(crate) const LOG_KEY_FILE: &str = "log-key.pem";
 const DB_FILE: &str = "clearance.db";
 
 /// Options shared by `serve` and `init`.
@@ -24,7 +25,8 @@ pub(crate) struct ServerArgs {
     /// Data directory: signing key and database. Created on first start.
     #[arg(long, env = "CLEARANCE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds).
+    /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds,
+    /// log_origin, checkpoint_interval_ms).
     #[arg(long, env = "CLEARANCE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
@@ -44,6 +46,8 @@ struct FileConfig {
     origin: Option<String>,
     default_ttl_seconds: Option<u64>,
     max_ttl_seconds: Option<u64>,
+    log_origin: Option<String>,
+    checkpoint_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +57,10 @@ pub(crate) struct ServerConfig {
     pub origin: Option<String>,
     pub default_ttl_seconds: u64,
     pub max_ttl_seconds: u64,
+    /// The log's origin line, used on first start only (then fixed in the database).
+    pub log_origin: Option<String>,
+    /// How often a checkpoint is signed when the log has grown.
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -84,6 +92,8 @@ impl ServerConfig {
             origin: args.origin.clone().or(file.origin),
             default_ttl_seconds,
             max_ttl_seconds,
+            log_origin: file.log_origin,
+            checkpoint_interval: std::time::Duration::from_millis(file.checkpoint_interval_ms.unwrap_or(1000).max(10)),
         })
     }
 
@@ -115,6 +125,9 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
         })?;
     create_private_dir(&config.data_dir)?;
     let (signer, key_created) = ClearanceSigner::load_or_create(&config.data_dir.join(KEY_FILE))?;
+    // The log signs checkpoints with its own key, published as a note verifier key.
+    let (log_key, _) = clearance_artifact::load_or_create_key(&config.data_dir.join(LOG_KEY_FILE))?;
+    let default_origin = config.log_origin.clone().unwrap_or_else(|| default_log_origin(&issuer));
     let store = SqliteStore::open(&config.data_dir.join(DB_FILE), StoreOptions::default()).await?;
     let engine = DecisionEngine::new(
         signer,
@@ -124,13 +137,23 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             max_ttl_seconds: config.max_ttl_seconds,
         },
     );
-    let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock)).await?;
+    let plane = ControlPlane::new(Arc::new(store), engine, log_key, &default_origin, Arc::new(SystemClock)).await?;
     let new_admin_key = plane.bootstrap(supplied).await?;
     Ok(Opened {
         plane,
         new_admin_key,
         key_created,
     })
+}
+
+/// `http://host:port/` becomes `host:port/log`: a schema-less URL, as the C2SP
+/// checkpoint spec recommends.
+fn default_log_origin(issuer: &str) -> String {
+    let bare = issuer
+        .split_once("://")
+        .map_or(issuer, |(_, rest)| rest)
+        .trim_end_matches('/');
+    format!("{bare}/log")
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ Exit codes:
   1  error: bad input, unreadable file, unexpected server answer
   2  usage error (wrong flags)
   3  denied: the control plane decided `deny`
-  4  rejected: the clearance did not verify
+  4  rejected: a clearance, an evidence bundle or the log did not verify
   5  not authenticated or not authorized (invalid_api_key, unauthorized_role, rate_limited)
   6  unavailable: the control plane cannot be reached, or cannot record decisions";
 
@@ -45,6 +45,10 @@ enum Command {
     Principal(command::principal::Command),
     #[command(subcommand)]
     Key(command::key::Command),
+    #[command(subcommand)]
+    Log(command::log::Command),
+    #[command(subcommand)]
+    Evidence(command::evidence::Command),
 }
 
 /// Run a parsed command line and turn its outcome into an exit code.
@@ -64,6 +68,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Policy(cmd) => command::policy::run(cmd).await,
             Command::Principal(cmd) => command::principal::run(cmd).await,
             Command::Key(cmd) => command::key::run(cmd).await,
+            Command::Log(cmd) => command::log::run(cmd).await,
+            Command::Evidence(cmd) => command::evidence::run(cmd).await,
         }
     });
     match result {

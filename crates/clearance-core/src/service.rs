@@ -14,7 +14,7 @@ use clearance_policy::CompiledPolicy;
 use crate::apikey::ApiKey;
 use crate::engine::{Caller, DecisionEngine};
 use crate::error::CoreError;
-use crate::store::{KeyRecord, PrincipalRecord, Store};
+use crate::store::{KeyRecord, LogAppend, PrincipalRecord, Store};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
@@ -60,9 +60,10 @@ impl Readiness {
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 
 pub struct ControlPlane {
-    store: Arc<dyn Store>,
-    engine: DecisionEngine,
-    clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) engine: DecisionEngine,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) log_signer: clearance_log::NoteSigner,
     policy: RwLock<PolicyState>,
 }
 
@@ -75,8 +76,16 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Load the active policy version from the store.
-    pub async fn new(store: Arc<dyn Store>, engine: DecisionEngine, clock: Arc<dyn Clock>) -> Result<Self, CoreError> {
+    /// Load the active policy version, fix the log origin (`default_origin` on first
+    /// start, the stored one after), and refuse a log that no longer matches its latest
+    /// signed checkpoint.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        engine: DecisionEngine,
+        log_key: clearance_artifact::SigningKey,
+        default_origin: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, CoreError> {
         let state = match store.active_policy().await? {
             None => PolicyState::None,
             Some((version, bundle)) => match CompiledPolicy::compile(&bundle) {
@@ -90,12 +99,17 @@ impl ControlPlane {
                 }
             },
         };
-        Ok(Self {
+        let origin = store.meta_or_init("log_origin", default_origin).await?;
+        let log_signer = crate::log::log_signer(origin, log_key)?;
+        let plane = Self {
             store,
             engine,
             clock,
+            log_signer,
             policy: RwLock::new(state),
-        })
+        };
+        plane.check_log_integrity().await?;
+        Ok(plane)
     }
 
     pub fn engine(&self) -> &DecisionEngine {
@@ -196,13 +210,21 @@ impl ControlPlane {
         // Stage 7: no clearance without its durable log entry.
         let log_index = self
             .store
-            .append(entry(&event)?)
+            .append(LogAppend {
+                entry: entry(&event)?,
+                execution: Some(execution_id.clone()),
+            })
             .await
             .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
         let (clearance, expires_at) = if verdict.decision == Decision::Allow {
             let (token, exp) = self
                 .engine
                 .issue(caller, req, &verdict, &execution_id, log_index, now)?;
+            // For evidence bundles only: the decision entry above is what proves the
+            // decision, so losing this record costs a bundle its copy of the token.
+            if let Err(e) = self.store.record_clearance(&execution_id, &token).await {
+                tracing::warn!(%execution_id, error = %e, "the issued clearance was not kept for evidence");
+            }
             (Some(token), Some(exp.to_rfc3339()))
         } else {
             (None, None)
@@ -401,7 +423,7 @@ impl ControlPlane {
     }
 }
 
-fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError> {
+pub(crate) fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError> {
     match any_of.iter().find(|r| caller.has(**r)) {
         Some(_) => Ok(()),
         None => Err(CoreError::UnauthorizedRole {

@@ -1,9 +1,12 @@
 //! What the control plane needs from storage. Every write that changes governance state
 //! commits together with its audit-log entry, or not at all.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use clearance_log::{Hash, NodeId};
 use clearance_model::wire::PolicyBundle;
-use clearance_model::{KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
+use clearance_model::{ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
 
 use crate::apikey::KeyHash;
 
@@ -37,6 +40,22 @@ pub struct PolicyRecord {
     pub version: PolicyVersion,
     pub created_at: Timestamp,
     pub active: bool,
+}
+
+/// One entry for the audit log: its exact bytes and, when it concerns an execution, which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppend {
+    pub entry: Vec<u8>,
+    pub execution: Option<ExecutionId>,
+}
+
+/// A checkpoint the log signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    /// The signed note, verbatim.
+    pub note: String,
 }
 
 #[async_trait]
@@ -77,7 +96,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Append a decision entry and return once it is durable (group commit is the
     /// store's business). An error means the entry is not in the log.
-    async fn append(&self, entry: Vec<u8>) -> Result<LogIndex, StoreError>;
+    async fn append(&self, entry: LogAppend) -> Result<LogIndex, StoreError>;
+    /// Keep an issued clearance for evidence bundles; best effort, not awaited durable.
+    async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError>;
+    async fn clearance(&self, execution: &ExecutionId) -> Result<Option<String>, StoreError>;
+
+    /// Number of entries in the log.
+    async fn log_size(&self) -> Result<u64, StoreError>;
+    /// Entries `[start, end)`, in order.
+    async fn log_entries(&self, start: u64, end: u64) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError>;
+    /// The entries that concern one execution, in order.
+    async fn execution_entries(&self, execution: &ExecutionId) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError>;
+    /// Perfect-subtree hashes; a missing one is an error.
+    async fn log_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>;
+
+    /// Store a signed checkpoint (a second one at the same size is ignored).
+    async fn save_checkpoint(&self, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError>;
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
+
+    /// The value of a setting fixed at first start: `value` is stored if the key is
+    /// absent, and the stored value is returned either way.
+    async fn meta_or_init(&self, key: &str, value: &str) -> Result<String, StoreError>;
     /// Whether storage accepts writes right now.
     async fn check_writable(&self) -> Result<(), StoreError>;
 }

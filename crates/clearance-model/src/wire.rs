@@ -205,3 +205,85 @@ pub struct PolicyActivated {
     #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub log_index: LogIndex,
 }
+
+/// The format tag of an evidence bundle.
+pub const EVIDENCE_FORMAT: &str = "clearance-evidence/v1";
+
+/// One self-contained file proving an execution's story: its log entries with inclusion
+/// proofs to a signed checkpoint, the clearance when one was issued, and the public keys
+/// that check them. Hashes are standard base64, as in the log API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBundle {
+    pub format: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub execution_id: ExecutionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearance: Option<String>,
+    pub entries: Vec<EvidenceEntry>,
+    /// C2SP checkpoint note the proofs lead to.
+    pub checkpoint: String,
+    /// C2SP verifier key of the log.
+    pub log_verifier_key: String,
+    /// The control plane's JWKS, to check the clearance.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub jwks: serde_json::Value,
+    /// Consistency proof from an earlier tree size to the checkpoint (or from the
+    /// checkpoint to a later one), for auditors who kept a checkpoint of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<EvidenceConsistency>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceEntry {
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
+    pub index: LogIndex,
+    /// Base64 of the exact entry bytes (RFC 8785 JSON).
+    pub entry: String,
+    /// Inclusion proof in the checkpoint's tree.
+    pub proof: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConsistency {
+    pub from: u64,
+    pub to: u64,
+    pub proof: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LogEntries {
+    pub entries: Vec<LogEntryView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LogEntryView {
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
+    pub index: LogIndex,
+    /// Base64 of the exact entry bytes.
+    pub entry: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct InclusionProofView {
+    pub index: u64,
+    pub size: u64,
+    pub leaf_hash: String,
+    pub proof: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ConsistencyProofView {
+    pub from: u64,
+    pub to: u64,
+    pub proof: Vec<String>,
+}

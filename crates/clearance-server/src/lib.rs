@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::authorize::routes())
         .merge(routes::principals::routes())
         .merge(routes::policies::routes())
+        .merge(routes::log::routes())
         .merge(routes::meta::routes())
         .fallback(routes::meta::not_found)
         .layer(axum::middleware::map_response(error::json_errors))
@@ -92,4 +93,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Sign a checkpoint every `every` while the log grows. Failures are logged and retried;
+/// they never stop the decision path (which does not depend on checkpoints).
+pub fn spawn_checkpointer(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.plane().checkpoint().await {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
+        }
+    })
 }

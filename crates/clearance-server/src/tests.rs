@@ -32,9 +32,15 @@ async fn harness() -> Harness {
             max_ttl_seconds: 300,
         },
     );
-    let plane = ControlPlane::new(Arc::new(store), engine, Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let plane = ControlPlane::new(
+        Arc::new(store),
+        engine,
+        clearance_artifact::SigningKey::from_bytes(&[5; 32]),
+        "clearance.test/log",
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
     let admin = plane.bootstrap(None).await.unwrap().unwrap().expose().to_owned();
     Harness {
         app: router(AppState::new(plane)),

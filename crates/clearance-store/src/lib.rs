@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+mod audit;
 mod sequencer;
 mod sqlite;
 
+pub use audit::{Divergence, LogReport, log_origin, verify_log};
 pub use sqlite::{SqliteStore, StoreOptions};
 
 #[cfg(test)]

@@ -1,19 +1,27 @@
 //! One task appends decision entries, batching whatever is waiting into one transaction
-//! (group commit): one fsync serves the whole batch.
+//! (group commit): one fsync serves the whole batch. Every writer of the log, this task
+//! and the admin transactions alike, goes through [`append_leaves`], which writes each
+//! entry together with the Merkle nodes it completes.
 
 use std::time::Duration;
 
-use clearance_core::StoreError;
+use clearance_core::{LogAppend, StoreError};
+use clearance_log::{Hash, leaf_hash, node_hash};
 use clearance_model::{LogIndex, Timestamp};
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) struct AppendJob {
-    pub entry: Vec<u8>,
-    pub reply: oneshot::Sender<Result<LogIndex, StoreError>>,
+pub(crate) enum Job {
+    Append {
+        entry: LogAppend,
+        reply: oneshot::Sender<Result<LogIndex, StoreError>>,
+    },
+    /// Keep an issued clearance for evidence bundles. Rides on the next batch's commit;
+    /// nobody waits for it (the clearance is not part of any proof).
+    Clearance { execution_id: String, token: String },
 }
 
-pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<AppendJob>, max_batch: usize, timeout: Duration) {
+pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>, max_batch: usize, timeout: Duration) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = jobs.recv().await {
         batch.push(first);
@@ -30,29 +38,45 @@ pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<AppendJob>, m
             ))),
         };
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, entries = batch.len(), "log append failed");
+            tracing::error!(error = %e, jobs = batch.len(), "log append failed");
         }
-        for (i, job) in batch.drain(..).enumerate() {
-            let answer = outcome.clone().map(|start| LogIndex(start + i as u64));
-            // The caller may have given up (timeout); nothing to do then.
-            let _ = job.reply.send(answer);
+        let mut i = 0u64;
+        for job in batch.drain(..) {
+            if let Job::Append { reply, .. } = job {
+                // The caller may have given up (timeout); nothing to do then.
+                let _ = reply.send(outcome.clone().map(|start| LogIndex(start + i)));
+                i += 1;
+            }
         }
     }
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[AppendJob]) -> Result<u64, StoreError> {
+async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Result<u64, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
-    let start = next_index(&mut tx).await?;
-    let now = Timestamp::now().seconds();
-    for (i, job) in batch.iter().enumerate() {
-        insert_entry(&mut tx, start + i as u64, &job.entry, now).await?;
+    let entries: Vec<&LogAppend> = batch
+        .iter()
+        .filter_map(|j| match j {
+            Job::Append { entry, .. } => Some(entry),
+            Job::Clearance { .. } => None,
+        })
+        .collect();
+    let start = append_leaves(&mut tx, &entries, Timestamp::now().seconds()).await?;
+    for job in batch {
+        if let Job::Clearance { execution_id, token } = job {
+            sqlx::query("INSERT INTO clearances (execution_id, token) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(execution_id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
     }
     tx.commit().await.map_err(unavailable)?;
     Ok(start)
 }
 
 /// The next free index. Called inside a write transaction, so no other writer can take it.
-pub(crate) async fn next_index(tx: &mut sqlx::SqliteConnection) -> Result<u64, StoreError> {
+async fn next_index(tx: &mut sqlx::SqliteConnection) -> Result<u64, StoreError> {
     let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
         .fetch_one(&mut *tx)
         .await
@@ -60,17 +84,62 @@ pub(crate) async fn next_index(tx: &mut sqlx::SqliteConnection) -> Result<u64, S
     u64::try_from(next).map_err(|_| StoreError::Unavailable("log index out of range".into()))
 }
 
-pub(crate) async fn insert_entry(
+fn sql_index(i: u64) -> Result<i64, StoreError> {
+    i64::try_from(i).map_err(|_| StoreError::Unavailable("log index out of range".into()))
+}
+
+/// Append entries at the next indexes with their Merkle nodes, inside the caller's write
+/// transaction. Returns the first index.
+pub(crate) async fn append_leaves(
+    tx: &mut sqlx::SqliteConnection,
+    entries: &[&LogAppend],
+    now: i64,
+) -> Result<u64, StoreError> {
+    let start = next_index(tx).await?;
+    for (i, e) in entries.iter().enumerate() {
+        let idx = start + i as u64;
+        sqlx::query("INSERT INTO log_entries (idx, entry, appended_at, execution_id) VALUES (?, ?, ?, ?)")
+            .bind(sql_index(idx)?)
+            .bind(&e.entry)
+            .bind(now)
+            .bind(e.execution.as_ref().map(|x| x.as_str().to_owned()))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        insert_nodes_for_leaf(tx, idx, leaf_hash(&e.entry)).await?;
+    }
+    Ok(start)
+}
+
+/// Store leaf `idx` and every perfect subtree it completes (RFC 6962 shape).
+pub(crate) async fn insert_nodes_for_leaf(
     tx: &mut sqlx::SqliteConnection,
     idx: u64,
-    entry: &[u8],
-    now: i64,
+    leaf: Hash,
 ) -> Result<(), StoreError> {
-    let idx = i64::try_from(idx).map_err(|_| StoreError::Unavailable("log index out of range".into()))?;
-    sqlx::query("INSERT INTO log_entries (idx, entry, appended_at) VALUES (?, ?, ?)")
-        .bind(idx)
-        .bind(entry)
-        .bind(now)
+    let (mut level, mut index, mut hash) = (0u32, idx, leaf);
+    insert_node(tx, level, index, &hash).await?;
+    while index & 1 == 1 {
+        let left: Vec<u8> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
+            .bind(i64::from(level))
+            .bind(sql_index(index - 1)?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Unavailable(format!("log node ({level}, {}) is missing", index - 1)))?;
+        hash = node_hash(&left, &hash);
+        level += 1;
+        index >>= 1;
+        insert_node(tx, level, index, &hash).await?;
+    }
+    Ok(())
+}
+
+async fn insert_node(tx: &mut sqlx::SqliteConnection, level: u32, index: u64, hash: &Hash) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)")
+        .bind(i64::from(level))
+        .bind(sql_index(index)?)
+        .bind(&hash[..])
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;

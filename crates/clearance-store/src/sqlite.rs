@@ -1,18 +1,22 @@
 //! `Store` on SQLite.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clearance_core::{KeyHash, KeyRecord, PolicyRecord, PrincipalRecord, Store, StoreError};
+use clearance_core::{
+    KeyHash, KeyRecord, LogAppend, PolicyRecord, PrincipalRecord, Store, StoreError, StoredCheckpoint,
+};
+use clearance_log::{Hash, NodeId, leaf_hash};
 use clearance_model::wire::PolicyBundle;
-use clearance_model::{KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
+use clearance_model::{ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sequencer::{self, AppendJob, insert_entry, next_index, unavailable};
+use crate::sequencer::{self, Job, append_leaves, insert_nodes_for_leaf, unavailable};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -37,7 +41,7 @@ impl Default for StoreOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    appends: mpsc::Sender<AppendJob>,
+    appends: mpsc::Sender<Job>,
     options: StoreOptions,
 }
 
@@ -62,6 +66,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
+        backfill_nodes(&pool).await?;
         let (appends, jobs) = mpsc::channel(16 * 1024);
         tokio::spawn(sequencer::run(
             pool.clone(),
@@ -72,27 +77,78 @@ impl SqliteStore {
         Ok(Self { pool, appends, options })
     }
 
-    /// Every log entry from `start`, for tests and (later) log verification.
-    pub async fn entries(&self, start: u64, limit: u32) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError> {
-        let rows = sqlx::query("SELECT idx, entry FROM log_entries WHERE idx >= ? ORDER BY idx LIMIT ?")
-            .bind(i64::try_from(start).unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.pool)
+    /// Open an existing database for reading only (for `clearance log verify`): nothing is
+    /// created, migrated or written.
+    pub async fn open_read_only(path: &Path) -> Result<SqlitePool, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
             .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    LogIndex(r.try_get::<i64, _>(0).map_err(unavailable)?.try_into().unwrap_or(0)),
-                    r.try_get(1).map_err(unavailable)?,
-                ))
-            })
-            .collect()
+            .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))
     }
 
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)
     }
+}
+
+/// Compute the Merkle nodes of entries written before the nodes table existed.
+async fn backfill_nodes(pool: &SqlitePool) -> Result<(), StoreError> {
+    let leaves: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_nodes WHERE level = 0")
+        .fetch_one(pool)
+        .await
+        .map_err(unavailable)?;
+    let size: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_entries")
+        .fetch_one(pool)
+        .await
+        .map_err(unavailable)?;
+    if leaves >= size {
+        return Ok(());
+    }
+    tracing::info!(
+        from = leaves,
+        to = size,
+        "computing Merkle nodes for existing log entries"
+    );
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT idx, entry FROM log_entries WHERE idx >= ? ORDER BY idx")
+        .bind(leaves)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    for (idx, entry) in rows {
+        let idx = u64::try_from(idx).map_err(|_| StoreError::Unavailable("negative log index".into()))?;
+        insert_nodes_for_leaf(&mut tx, idx, leaf_hash(&entry)).await?;
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+fn index_rows(rows: Vec<(i64, Vec<u8>)>) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError> {
+    rows.into_iter()
+        .map(|(i, e)| {
+            u64::try_from(i)
+                .map(|i| (LogIndex(i), e))
+                .map_err(|_| StoreError::Unavailable("negative log index".into()))
+        })
+        .collect()
+}
+
+fn hash32(bytes: Vec<u8>) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Unavailable("stored hash is not 32 bytes".into()))
+}
+
+fn checkpoint_row((size, root, note): (i64, Vec<u8>, String)) -> Result<StoredCheckpoint, StoreError> {
+    Ok(StoredCheckpoint {
+        size: u64::try_from(size).map_err(|_| StoreError::Unavailable("negative checkpoint size".into()))?,
+        root: hash32(root)?,
+        note,
+    })
 }
 
 fn roles_json(roles: &[Role]) -> Result<String, StoreError> {
@@ -212,8 +268,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or_unavailable(e, format!("principal `{}`", principal.id)))?;
-        let idx = next_index(&mut tx).await?;
-        insert_entry(&mut tx, idx, &event, principal.created_at.seconds()).await?;
+        let idx = append_leaves(
+            &mut tx,
+            &[&LogAppend {
+                entry: event,
+                execution: None,
+            }],
+            principal.created_at.seconds(),
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(LogIndex(idx))
     }
@@ -230,8 +293,15 @@ impl Store for SqliteStore {
             // Never name the key in the message: a unique violation on the hash means the
             // same key was supplied twice.
             .map_err(|e| conflict_or_unavailable(e, "that API key".to_owned()))?;
-        let idx = next_index(&mut tx).await?;
-        insert_entry(&mut tx, idx, &event, key.created_at.seconds()).await?;
+        let idx = append_leaves(
+            &mut tx,
+            &[&LogAppend {
+                entry: event,
+                execution: None,
+            }],
+            key.created_at.seconds(),
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(LogIndex(idx))
     }
@@ -247,8 +317,15 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("unrevoked key `{key_id}`")));
         }
-        let idx = next_index(&mut tx).await?;
-        insert_entry(&mut tx, idx, &event, at.seconds()).await?;
+        let idx = append_leaves(
+            &mut tx,
+            &[&LogAppend {
+                entry: event,
+                execution: None,
+            }],
+            at.seconds(),
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(LogIndex(idx))
     }
@@ -323,8 +400,15 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let idx = next_index(&mut tx).await?;
-        insert_entry(&mut tx, idx, &event, at.seconds()).await?;
+        let idx = append_leaves(
+            &mut tx,
+            &[&LogAppend {
+                entry: event,
+                execution: None,
+            }],
+            at.seconds(),
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(LogIndex(idx))
     }
@@ -349,11 +433,11 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn append(&self, entry: Vec<u8>) -> Result<LogIndex, StoreError> {
+    async fn append(&self, entry: LogAppend) -> Result<LogIndex, StoreError> {
         let (reply, answer) = oneshot::channel();
         let wait = async {
             self.appends
-                .send(AppendJob { entry, reply })
+                .send(Job::Append { entry, reply })
                 .await
                 .map_err(|_| StoreError::Unavailable("the log sequencer has stopped".into()))?;
             answer
@@ -365,6 +449,112 @@ impl Store for SqliteStore {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable("log append timed out".into())),
         }
+    }
+
+    async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError> {
+        self.appends
+            .try_send(Job::Clearance {
+                execution_id: execution.as_str().to_owned(),
+                token: token.to_owned(),
+            })
+            .map_err(|_| StoreError::Unavailable("the log sequencer is full or stopped".into()))
+    }
+
+    async fn clearance(&self, execution: &ExecutionId) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT token FROM clearances WHERE execution_id = ?")
+            .bind(execution.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn log_size(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        u64::try_from(n).map_err(|_| StoreError::Unavailable("log size out of range".into()))
+    }
+
+    async fn log_entries(&self, start: u64, end: u64) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query_as("SELECT idx, entry FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx")
+            .bind(i64::try_from(start).unwrap_or(i64::MAX))
+            .bind(i64::try_from(end).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        index_rows(rows)
+    }
+
+    async fn execution_entries(&self, execution: &ExecutionId) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query_as("SELECT idx, entry FROM log_entries WHERE execution_id = ? ORDER BY idx")
+            .bind(execution.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        index_rows(rows)
+    }
+
+    async fn log_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
+                .bind(i64::from(id.level))
+                .bind(i64::try_from(id.index).unwrap_or(i64::MAX))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| StoreError::NotFound(format!("log node ({}, {})", id.level, id.index)))?;
+            out.insert(*id, hash32(hash)?);
+        }
+        Ok(out)
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(i64::try_from(checkpoint.size).unwrap_or(i64::MAX))
+        .bind(&checkpoint.root[..])
+        .bind(&checkpoint.note)
+        .bind(at.seconds())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let row: Option<(i64, Vec<u8>, String)> =
+            sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        row.map(checkpoint_row).transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>, String)> =
+            sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.into_iter().map(checkpoint_row).collect()
+    }
+
+    async fn meta_or_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

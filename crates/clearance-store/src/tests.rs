@@ -3,7 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clearance_artifact::ClearanceSigner;
-use clearance_core::{ApiKey, ControlPlane, CoreError, DecisionEngine, EngineConfig, Store, StoreError, SystemClock};
+use clearance_core::{
+    ApiKey, ControlPlane, CoreError, DecisionEngine, EngineConfig, LogAppend, Store, StoreError, SystemClock,
+};
 use clearance_model::wire::{AuthorizeRequest, CreatePrincipal, PolicyBundle};
 use clearance_model::{Decision, DenyReason, LogIndex, Role};
 use serde_json::json;
@@ -35,9 +37,15 @@ async fn plane(store: &SqliteStore) -> ControlPlane {
             max_ttl_seconds: 300,
         },
     );
-    ControlPlane::new(Arc::new(store.clone()), engine, Arc::new(SystemClock))
-        .await
-        .unwrap()
+    ControlPlane::new(
+        Arc::new(store.clone()),
+        engine,
+        clearance_artifact::SigningKey::from_bytes(&[5; 32]),
+        "clearance.test/log",
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap()
 }
 
 fn refund(amount: i64) -> AuthorizeRequest {
@@ -132,7 +140,11 @@ async fn concurrent_appends_get_distinct_gapless_indexes() {
     for i in 0..300u32 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.append(format!("{{\"n\":{i}}}").into_bytes()).await
+            s.append(LogAppend {
+                entry: format!("{{\"n\":{i}}}").into_bytes(),
+                execution: None,
+            })
+            .await
         }));
     }
     let mut seen = BTreeSet::new();
@@ -140,7 +152,7 @@ async fn concurrent_appends_get_distinct_gapless_indexes() {
         seen.insert(t.await.unwrap().unwrap());
     }
     assert_eq!(seen, (0..300).map(LogIndex).collect());
-    let entries = store.entries(0, 1000).await.unwrap();
+    let entries = store.log_entries(0, 1000).await.unwrap();
     assert_eq!(entries.len(), 300);
     // Each stored entry is the one its caller was given the index for.
     let bodies: BTreeSet<Vec<u8>> = entries.into_iter().map(|(_, e)| e).collect();
@@ -152,7 +164,13 @@ async fn log_rows_cannot_be_changed_or_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let store = SqliteStore::open(&path, options()).await.unwrap();
-    store.append(b"{}".to_vec()).await.unwrap();
+    store
+        .append(LogAppend {
+            entry: b"{}".to_vec(),
+            execution: None,
+        })
+        .await
+        .unwrap();
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();

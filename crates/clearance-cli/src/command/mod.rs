@@ -1,6 +1,8 @@
 pub(crate) mod authorize;
+pub(crate) mod evidence;
 pub(crate) mod init;
 pub(crate) mod key;
+pub(crate) mod log;
 pub(crate) mod policy;
 pub(crate) mod principal;
 pub(crate) mod serve;

@@ -37,6 +37,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     }
     let kid = opened.plane.engine().signer().kid().to_owned();
     let state = AppState::new(opened.plane);
+    clearance_server::spawn_checkpointer(state.clone(), config.checkpoint_interval);
     tracing::info!(%issuer, %kid, data_dir = %config.data_dir.display(), "control plane ready");
     // A stable line for people and scripts (tests read the port from it).
     eprintln!("clearance: listening on http://{bound}");
