@@ -180,7 +180,9 @@ impl NoteVerifier {
     /// Parse a verifier key `name+hex(key id)+base64(0x01 || public key)` ("Verifier keys").
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
         let bad = |m: &str| NoteError::BadVerifierKey(m.to_owned());
-        let mut parts = vkey.trim_end_matches('\n').split('+');
+        // The name has no `+` and the id is 8 hex digits, but base64 may contain `+`:
+        // split at most twice.
+        let mut parts = vkey.trim_end_matches('\n').splitn(3, '+');
         let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected name+keyid+key"));
         };

@@ -102,6 +102,21 @@ fn signer() -> NoteSigner {
     NoteSigner::new("clearance.test/log", ed25519_dalek::SigningKey::from_bytes(&[3; 32])).unwrap()
 }
 
+/// Verifier keys whose base64 contains `+` (standard alphabet) still parse.
+#[test]
+fn verifier_keys_with_plus_in_base64_round_trip() {
+    let mut seen_plus = 0;
+    for seed in 0..64u8 {
+        let s = NoteSigner::new("log.example/x", ed25519_dalek::SigningKey::from_bytes(&[seed; 32])).unwrap();
+        let vkey = s.verifier().to_vkey();
+        if vkey.matches('+').count() > 2 {
+            seen_plus += 1;
+        }
+        assert_eq!(NoteVerifier::parse(&vkey).unwrap(), s.verifier(), "{vkey}");
+    }
+    assert!(seen_plus > 0, "no key with `+` in its base64 among 64 seeds");
+}
+
 #[test]
 fn checkpoints_sign_open_and_parse_strictly() {
     let s = signer();

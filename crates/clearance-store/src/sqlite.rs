@@ -67,6 +67,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
         backfill_nodes(&pool).await?;
+        check_leaves(&pool).await?;
         let (appends, jobs) = mpsc::channel(16 * 1024);
         tokio::spawn(sequencer::run(
             pool.clone(),
@@ -125,6 +126,38 @@ async fn backfill_nodes(pool: &SqlitePool) -> Result<(), StoreError> {
         insert_nodes_for_leaf(&mut tx, idx, leaf_hash(&entry)).await?;
     }
     tx.commit().await.map_err(unavailable)
+}
+
+/// Refuse a database whose entries no longer hash to the leaves recorded when they were
+/// appended: one sequential pass at startup, so an altered log is never served.
+async fn check_leaves(pool: &SqlitePool) -> Result<(), StoreError> {
+    const PAGE: i64 = 10_000;
+    let mut next: i64 = 0;
+    loop {
+        let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT e.idx, e.entry, n.hash FROM log_entries e \
+             LEFT JOIN log_nodes n ON n.level = 0 AND n.idx = e.idx \
+             WHERE e.idx >= ? ORDER BY e.idx LIMIT ?",
+        )
+        .bind(next)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(());
+        };
+        for (idx, entry, leaf) in rows {
+            if idx != next || leaf.as_deref() != Some(&leaf_hash(&entry)[..]) {
+                return Err(StoreError::Unavailable(format!(
+                    "log entry {next} is missing or no longer matches its recorded hash: the log was altered; \
+                     run `clearance log verify` and restore the database from a backup"
+                )));
+            }
+            next += 1;
+        }
+        next = last + 1;
+    }
 }
 
 fn index_rows(rows: Vec<(i64, Vec<u8>)>) -> Result<Vec<(LogIndex, Vec<u8>)>, StoreError> {
