@@ -26,7 +26,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "CLEARANCE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds,
-    /// log_origin, checkpoint_interval_ms).
+    /// log_origin, checkpoint_interval_ms, log_max_batch).
     #[arg(long, env = "CLEARANCE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
@@ -48,6 +48,7 @@ struct FileConfig {
     max_ttl_seconds: Option<u64>,
     log_origin: Option<String>,
     checkpoint_interval_ms: Option<u64>,
+    log_max_batch: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub(crate) struct ServerConfig {
     pub log_origin: Option<String>,
     /// How often a checkpoint is signed when the log has grown.
     pub checkpoint_interval: std::time::Duration,
+    /// Most decisions sharing one log commit (1 turns group commit off, for comparison).
+    pub log_max_batch: usize,
 }
 
 impl ServerConfig {
@@ -94,6 +97,7 @@ impl ServerConfig {
             max_ttl_seconds,
             log_origin: file.log_origin,
             checkpoint_interval: std::time::Duration::from_millis(file.checkpoint_interval_ms.unwrap_or(1000).max(10)),
+            log_max_batch: file.log_max_batch.unwrap_or(StoreOptions::default().max_batch).clamp(1, 4096),
         })
     }
 
@@ -128,7 +132,8 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
     // The log signs checkpoints with its own key, published as a note verifier key.
     let (log_key, _) = clearance_artifact::load_or_create_key(&config.data_dir.join(LOG_KEY_FILE))?;
     let default_origin = config.log_origin.clone().unwrap_or_else(|| default_log_origin(&issuer));
-    let store = SqliteStore::open(&config.data_dir.join(DB_FILE), StoreOptions::default()).await?;
+    let options = StoreOptions { max_batch: config.log_max_batch, ..StoreOptions::default() };
+    let store = SqliteStore::open(&config.data_dir.join(DB_FILE), options).await?;
     let engine = DecisionEngine::new(
         signer,
         EngineConfig {
