@@ -5,7 +5,12 @@
 //! `cargo bench -p clearance-cli --bench authorize_load` (CLIENTS and SECONDS env vars
 //! change the load). Loopback only; bounded in time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark setup: a failure must abort loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark setup: a failure must abort loudly"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -66,7 +71,11 @@ fn load(batch: usize, clients: usize, seconds: u64, dir: &std::path::Path) -> Ru
     server.stop();
     let mut latencies = Arc::try_unwrap(latencies).unwrap().into_inner().unwrap();
     latencies.sort_unstable();
-    Run { decisions: latencies.len(), seconds, latencies }
+    Run {
+        decisions: latencies.len(),
+        seconds,
+        latencies,
+    }
 }
 
 fn main() {
@@ -77,7 +86,10 @@ fn main() {
     let seconds = env_or("SECONDS", 8);
     let dir = tempfile::tempdir().unwrap();
     println!("authorize over HTTP, {clients} concurrent clients, {seconds} s each, same machine and run\n");
-    println!("{:<28} {:>12} {:>12} {:>12} {:>12}", "log commit", "decisions/s", "median", "p99", "decisions");
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>12}",
+        "log commit", "decisions/s", "median", "p99", "decisions"
+    );
     let mut rates = Vec::new();
     for (name, batch) in [("group commit (batch <= 512)", 512), ("one fsync per decision", 1)] {
         let r = load(batch, clients, seconds, dir.path());
@@ -90,7 +102,10 @@ fn main() {
             r.decisions
         );
     }
-    println!("\ngroup commit / one fsync per decision: {:.2}x throughput", rates[0] / rates[1]);
+    println!(
+        "\ngroup commit / one fsync per decision: {:.2}x throughput",
+        rates[0] / rates[1]
+    );
 
     let out = std::process::Command::new(BIN)
         .args(["log", "verify", "--json", "--data-dir"])
@@ -100,6 +115,9 @@ fn main() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     println!(
         "\nclearance log verify: {} entries in {:.3} s = {:.0} entries/s (ok: {})",
-        v["entries"], v["seconds"].as_f64().unwrap_or(0.0), v["entries_per_second"].as_f64().unwrap_or(0.0), v["ok"]
+        v["entries"],
+        v["seconds"].as_f64().unwrap_or(0.0),
+        v["entries_per_second"].as_f64().unwrap_or(0.0),
+        v["ok"]
     );
 }

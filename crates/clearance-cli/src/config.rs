@@ -97,7 +97,10 @@ impl ServerConfig {
             max_ttl_seconds,
             log_origin: file.log_origin,
             checkpoint_interval: std::time::Duration::from_millis(file.checkpoint_interval_ms.unwrap_or(1000).max(10)),
-            log_max_batch: file.log_max_batch.unwrap_or(StoreOptions::default().max_batch).clamp(1, 4096),
+            log_max_batch: file
+                .log_max_batch
+                .unwrap_or(StoreOptions::default().max_batch)
+                .clamp(1, 4096),
         })
     }
 
@@ -132,7 +135,10 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
     // The log signs checkpoints with its own key, published as a note verifier key.
     let (log_key, _) = clearance_artifact::load_or_create_key(&config.data_dir.join(LOG_KEY_FILE))?;
     let default_origin = config.log_origin.clone().unwrap_or_else(|| default_log_origin(&issuer));
-    let options = StoreOptions { max_batch: config.log_max_batch, ..StoreOptions::default() };
+    let options = StoreOptions {
+        max_batch: config.log_max_batch,
+        ..StoreOptions::default()
+    };
     let store = SqliteStore::open(&config.data_dir.join(DB_FILE), options).await?;
     let engine = DecisionEngine::new(
         signer,

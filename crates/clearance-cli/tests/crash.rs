@@ -1,6 +1,11 @@
 //! SIGKILL under concurrent load, repeatedly: nothing answered is ever lost.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test setup: a failure must abort loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test setup: a failure must abort loudly"
+)]
 
 mod common;
 
@@ -34,20 +39,36 @@ fn sigkill_under_load_loses_no_answered_decision() {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for client in 0..CLIENTS {
-            let (url, bot, stop, answered) = (server.url.clone(), bot.clone(), Arc::clone(&stop), Arc::clone(&answered));
+            let (url, bot, stop, answered) = (
+                server.url.clone(),
+                bot.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&answered),
+            );
             threads.push(std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
                 let mut n = 0i64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let body = json!({"action": "refund", "resource": {"type": "Tool", "id": "t"},
                                       "arguments": refund(n % 400 + client as i64)});
-                    let Ok(res) = http.post(format!("{url}/v1/authorize")).bearer_auth(&bot).json(&body).send() else {
+                    let Ok(res) = http
+                        .post(format!("{url}/v1/authorize"))
+                        .bearer_auth(&bot)
+                        .json(&body)
+                        .send()
+                    else {
                         continue;
                     };
                     let Ok(v) = res.json::<Value>() else { continue };
                     if v["clearance"].is_string() {
-                        answered.lock().unwrap().push((v["log_index"].as_u64().unwrap(), v["execution_id"].as_str().unwrap().to_owned()));
+                        answered.lock().unwrap().push((
+                            v["log_index"].as_u64().unwrap(),
+                            v["execution_id"].as_str().unwrap().to_owned(),
+                        ));
                     }
                 }
             }));
@@ -55,9 +76,15 @@ fn sigkill_under_load_loses_no_answered_decision() {
         {
             let (url, stop, notes) = (server.url.clone(), Arc::clone(&stop), Arc::clone(&notes));
             threads.push(std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(r) = http.post(format!("{url}/v1/log/checkpoint")).bearer_auth(ADMIN_KEY).send()
+                    if let Ok(r) = http
+                        .post(format!("{url}/v1/log/checkpoint"))
+                        .bearer_auth(ADMIN_KEY)
+                        .send()
                         && r.status().is_success()
                         && let Ok(t) = r.text()
                     {
@@ -68,14 +95,19 @@ fn sigkill_under_load_loses_no_answered_decision() {
             }));
         }
         // Kill at a different moment each round: 300 to 1200 ms into the load.
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 900));
         drop(server); // SIGKILL, then reap.
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             t.join().unwrap();
         }
-        eprintln!("round {round}: {} clearances answered so far", answered.lock().unwrap().len());
+        eprintln!(
+            "round {round}: {} clearances answered so far",
+            answered.lock().unwrap().len()
+        );
     }
 
     let server = Server::start_in(&data, &[]);
@@ -90,16 +122,30 @@ fn sigkill_under_load_loses_no_answered_decision() {
     while (entries.len() as u64) < last.size {
         let start = entries.len() as u64;
         let end = (start + 1000).min(last.size);
-        let (_, page) = server.call("GET", &format!("/v1/log/entries?start={start}&end={end}"), Some(ADMIN_KEY), None);
+        let (_, page) = server.call(
+            "GET",
+            &format!("/v1/log/entries?start={start}&end={end}"),
+            Some(ADMIN_KEY),
+            None,
+        );
         for (i, e) in page["entries"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(e["index"].as_u64(), Some(start + i as u64), "gap or duplicate at {}", start + i as u64);
+            assert_eq!(
+                e["index"].as_u64(),
+                Some(start + i as u64),
+                "gap or duplicate at {}",
+                start + i as u64
+            );
             entries.push(STANDARD.decode(e["entry"].as_str().unwrap()).unwrap());
         }
     }
 
     // Every decision answered with a clearance is in the log, at its index, provably.
     let answered = answered.lock().unwrap().clone();
-    assert!(answered.len() > 50, "too little load to mean anything: {}", answered.len());
+    assert!(
+        answered.len() > 50,
+        "too little load to mean anything: {}",
+        answered.len()
+    );
     let mut indexes: Vec<u64> = answered.iter().map(|a| a.0).collect();
     indexes.sort_unstable();
     indexes.dedup();
@@ -109,8 +155,18 @@ fn sigkill_under_load_loses_no_answered_decision() {
         let event: Value = serde_json::from_slice(entry).unwrap();
         assert_eq!(event["execution_id"].as_str(), Some(id.as_str()), "entry {index}");
         assert_eq!(event["decision"], "allow");
-        let (_, p) = server.call("GET", &format!("/v1/log/proof/inclusion?index={index}&size={}", last.size), None, None);
-        let proof: Vec<Vec<u8>> = p["proof"].as_array().unwrap().iter().map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap()).collect();
+        let (_, p) = server.call(
+            "GET",
+            &format!("/v1/log/proof/inclusion?index={index}&size={}", last.size),
+            None,
+            None,
+        );
+        let proof: Vec<Vec<u8>> = p["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap())
+            .collect();
         verify_inclusion(*index, last.size, &leaf_hash(entry), &proof, &last.root).unwrap();
     }
 
@@ -122,9 +178,24 @@ fn sigkill_under_load_loses_no_answered_decision() {
         if cp.size == 0 {
             continue;
         }
-        let (_, c) = server.call("GET", &format!("/v1/log/proof/consistency?from={}&to={}", cp.size, last.size), None, None);
-        let proof: Vec<Vec<u8>> = c["proof"].as_array().unwrap().iter().map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap()).collect();
+        let (_, c) = server.call(
+            "GET",
+            &format!("/v1/log/proof/consistency?from={}&to={}", cp.size, last.size),
+            None,
+            None,
+        );
+        let proof: Vec<Vec<u8>> = c["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap())
+            .collect();
         verify_consistency(cp.size, last.size, &cp.root, &last.root, &proof).unwrap();
     }
-    eprintln!("{} answered clearances and {} checkpoints checked against size {}", answered.len(), notes.len(), last.size);
+    eprintln!(
+        "{} answered clearances and {} checkpoints checked against size {}",
+        answered.len(),
+        notes.len(),
+        last.size
+    );
 }

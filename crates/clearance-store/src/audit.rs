@@ -37,6 +37,13 @@ pub async fn verify_log(
     mut progress: impl FnMut(u64),
 ) -> Result<LogReport, StoreError> {
     let pool = SqliteStore::open_read_only(db).await?;
+    // Checkpoints first: the entries read afterwards can only have grown, so a running
+    // server signing a new checkpoint meanwhile cannot look like truncation.
+    let checkpoints: Vec<(i64, Vec<u8>, String)> =
+        sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
+            .fetch_all(&pool)
+            .await
+            .map_err(unavailable)?;
     let mut tree = MemoryTree::default();
     let mut divergence = None;
     let mut next: i64 = 0;
@@ -81,11 +88,6 @@ pub async fn verify_log(
         progress(tree.size());
     }
 
-    let checkpoints: Vec<(i64, Vec<u8>, String)> =
-        sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
-            .fetch_all(&pool)
-            .await
-            .map_err(unavailable)?;
     let mut last_good = 0u64;
     for (size, root, note) in &checkpoints {
         let size = u64::try_from(*size).map_err(|_| StoreError::Unavailable("negative checkpoint size".into()))?;
