@@ -53,23 +53,11 @@ impl Client {
 
     /// GET a text/plain resource (checkpoints, verifier keys).
     pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
-        let url = format!("{}{path}", self.base);
-        let res = self.http.get(&url).send().await.map_err(|e| {
-            Failure::Unavailable(format!(
-                "cannot reach the control plane at {}: {}",
-                self.base,
-                root_cause(&e)
-            ))
-        })?;
-        let status = res.status();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
+        let (status, bytes) = self.fetch(Method::GET, path, None::<&()>).await?;
         if !status.is_success() {
             return Err(api_failure(status, &bytes));
         }
-        String::from_utf8(bytes.to_vec()).map_err(|_| Failure::Error(anyhow::anyhow!("{url} answered with non-UTF-8")))
+        String::from_utf8(bytes).map_err(|_| Failure::Error(anyhow::anyhow!("{path} answered with non-UTF-8")))
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
@@ -88,8 +76,25 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, Failure> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
+        let (status, bytes) = self.fetch(method, path, body).await?;
+        if status == StatusCode::NO_CONTENT {
+            return serde_json::from_slice(b"null").map_err(|e| Failure::Error(e.into()));
+        }
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Error(anyhow::anyhow!("unexpected answer from {}{path}: {e}", self.base)));
+        }
+        Err(api_failure(status, &bytes))
+    }
+
+    /// One request: the answer's status and body, or `Unavailable` if there was none.
+    async fn fetch<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, Vec<u8>), Failure> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.key {
             req = req.bearer_auth(key);
         }
@@ -108,14 +113,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
-        if status == StatusCode::NO_CONTENT {
-            return serde_json::from_slice(b"null").map_err(|e| Failure::Error(e.into()));
-        }
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Error(anyhow::anyhow!("unexpected answer from {url}: {e}")));
-        }
-        Err(api_failure(status, &bytes))
+        Ok((status, bytes.to_vec()))
     }
 }
 

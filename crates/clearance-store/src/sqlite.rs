@@ -184,6 +184,25 @@ fn checkpoint_row((size, root, note): (i64, Vec<u8>, String)) -> Result<StoredCh
     })
 }
 
+/// Append a governance event in the caller's write transaction and commit both.
+async fn commit_with_event(
+    mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    event: Vec<u8>,
+    now: i64,
+) -> Result<LogIndex, StoreError> {
+    let idx = append_leaves(
+        &mut tx,
+        &[&LogAppend {
+            entry: event,
+            execution: None,
+        }],
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(LogIndex(idx))
+}
+
 fn roles_json(roles: &[Role]) -> Result<String, StoreError> {
     serde_json::to_string(roles).map_err(|e| StoreError::Unavailable(e.to_string()))
 }
@@ -301,17 +320,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or_unavailable(e, format!("principal `{}`", principal.id)))?;
-        let idx = append_leaves(
-            &mut tx,
-            &[&LogAppend {
-                entry: event,
-                execution: None,
-            }],
-            principal.created_at.seconds(),
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(LogIndex(idx))
+        commit_with_event(tx, event, principal.created_at.seconds()).await
     }
 
     async fn add_key(&self, key: &KeyRecord, hash: &KeyHash, event: Vec<u8>) -> Result<LogIndex, StoreError> {
@@ -326,17 +335,7 @@ impl Store for SqliteStore {
             // Never name the key in the message: a unique violation on the hash means the
             // same key was supplied twice.
             .map_err(|e| conflict_or_unavailable(e, "that API key".to_owned()))?;
-        let idx = append_leaves(
-            &mut tx,
-            &[&LogAppend {
-                entry: event,
-                execution: None,
-            }],
-            key.created_at.seconds(),
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(LogIndex(idx))
+        commit_with_event(tx, event, key.created_at.seconds()).await
     }
 
     async fn revoke_key(&self, key_id: &KeyId, at: Timestamp, event: Vec<u8>) -> Result<LogIndex, StoreError> {
@@ -350,17 +349,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("unrevoked key `{key_id}`")));
         }
-        let idx = append_leaves(
-            &mut tx,
-            &[&LogAppend {
-                entry: event,
-                execution: None,
-            }],
-            at.seconds(),
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(LogIndex(idx))
+        commit_with_event(tx, event, at.seconds()).await
     }
 
     async fn save_policy(
@@ -433,17 +422,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let idx = append_leaves(
-            &mut tx,
-            &[&LogAppend {
-                entry: event,
-                execution: None,
-            }],
-            at.seconds(),
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(LogIndex(idx))
+        commit_with_event(tx, event, at.seconds()).await
     }
 
     async fn active_policy(&self) -> Result<Option<(PolicyVersion, PolicyBundle)>, StoreError> {
