@@ -1,0 +1,113 @@
+//! Inclusion proofs served from SQLite at a million entries: `ControlPlane::inclusion_proof`
+//! (size check, node fetches, assembly) beside one node fetch, measured in the same run.
+//!
+//! `cargo bench -p clearance-store --bench proofs_1m` (ENTRIES env var changes the size).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "benchmark setup: a failure must abort loudly"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clearance_artifact::{ClearanceSigner, SigningKey};
+use clearance_core::{ControlPlane, DecisionEngine, EngineConfig, LogAppend, Store, SystemClock};
+use clearance_log::NodeId;
+use clearance_store::{SqliteStore, StoreOptions};
+
+fn median_p99(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort_unstable();
+    (v[v.len() / 2], v[(v.len() - 1) * 99 / 100])
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let entries: u64 = std::env::var("ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("c.db"),
+        StoreOptions {
+            max_batch: 4096,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut appended = 0u64;
+    while appended < entries {
+        let chunk = (entries - appended).min(8192);
+        let handles: Vec<_> = (0..chunk)
+            .map(|i| {
+                let s = store.clone();
+                let entry = format!(r#"{{"n":{}}}"#, appended + i).into_bytes();
+                tokio::spawn(async move { s.append(LogAppend { entry, execution: None }).await.unwrap() })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        appended += chunk;
+    }
+    println!("appended {entries} entries in {:.1} s", started.elapsed().as_secs_f64());
+
+    let engine = DecisionEngine::new(
+        ClearanceSigner::generate().unwrap(),
+        EngineConfig {
+            issuer: "http://bench".into(),
+            default_ttl_seconds: 60,
+            max_ttl_seconds: 300,
+        },
+    );
+    let plane = ControlPlane::new(
+        Arc::new(store.clone()),
+        engine,
+        SigningKey::from_bytes(&[5; 32]),
+        "bench/log",
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % entries
+    };
+    let mut proof_times = Vec::new();
+    let mut node_times = Vec::new();
+    for _ in 0..2000 {
+        let index = next();
+        let t = Instant::now();
+        let p = plane.inclusion_proof(index, entries).await.unwrap();
+        proof_times.push(t.elapsed());
+        assert!(!p.proof.is_empty());
+        let t = Instant::now();
+        store
+            .log_nodes(&[NodeId {
+                level: 0,
+                index: next(),
+            }])
+            .await
+            .unwrap();
+        node_times.push(t.elapsed());
+    }
+    let (pm, p99) = median_p99(proof_times);
+    let (nm, n99) = median_p99(node_times);
+    println!("inclusion proof at {entries} entries: median {pm:.2?}, p99 {p99:.2?}");
+    println!("floor, one node fetch:               median {nm:.2?}, p99 {n99:.2?}");
+    println!(
+        "ratio (medians): {:.1}x one node fetch (a proof needs about 2 log2 n nodes)",
+        pm.as_secs_f64() / nm.as_secs_f64()
+    );
+}
