@@ -508,17 +508,31 @@ impl Store for SqliteStore {
     }
 
     async fn log_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         let mut out = HashMap::with_capacity(ids.len());
-        for id in ids {
-            let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
-                .bind(i64::from(id.level))
-                .bind(i64::try_from(id.index).unwrap_or(i64::MAX))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(unavailable)?
-                .ok_or_else(|| StoreError::NotFound(format!("log node ({}, {})", id.level, id.index)))?;
-            out.insert(*id, hash32(hash)?);
+        // One query per chunk (a proof needs about 2 log2 n nodes); row values keep the
+        // (level, idx) primary key usable.
+        for chunk in ids.chunks(200) {
+            let values = vec!["(?, ?)"; chunk.len()].join(", ");
+            let sql = format!("SELECT level, idx, hash FROM log_nodes WHERE (level, idx) IN (VALUES {values})");
+            let mut query = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
+            for id in chunk {
+                query = query
+                    .bind(i64::from(id.level))
+                    .bind(i64::try_from(id.index).unwrap_or(i64::MAX));
+            }
+            for (level, index, hash) in query.fetch_all(&self.pool).await.map_err(unavailable)? {
+                let id = NodeId {
+                    level: u32::try_from(level).map_err(|_| StoreError::Unavailable("bad node level".into()))?,
+                    index: u64::try_from(index).map_err(|_| StoreError::Unavailable("bad node index".into()))?,
+                };
+                out.insert(id, hash32(hash)?);
+            }
+        }
+        if let Some(missing) = ids.iter().find(|id| !out.contains_key(id)) {
+            return Err(StoreError::NotFound(format!(
+                "log node ({}, {})",
+                missing.level, missing.index
+            )));
         }
         Ok(out)
     }
