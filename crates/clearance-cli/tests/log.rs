@@ -134,6 +134,14 @@ fn log_api_proofs_and_roles() {
 
     let (s, e) = server.call("GET", "/v1/log/proof/inclusion?index=999&size=3", None, None);
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("invalid_request")), "{e}");
+    let (s, e) = server.call("POST", "/v1/log/checkpoint", Some(&bot), None);
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("unauthorized_role")),
+        "{e}"
+    );
+    let (s, _) = server.call("POST", "/v1/log/checkpoint", Some(&auditor), None);
+    assert_eq!(s, 200);
     let (s, e) = server.call("GET", "/v1/log/entries?start=0&end=5", Some(&bot), None);
     assert_eq!(
         (s, e["error"]["code"].as_str()),

@@ -45,9 +45,9 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// The root of the tree of the first `size` entries.
-    pub async fn log_root(&self, size: u64) -> Result<Hash, CoreError> {
-        self.check_size(size).await?;
+    /// The root of the tree of the first `size` entries. Callers have just read the log
+    /// size; a node missing beyond it is an error all the same.
+    async fn log_root(&self, size: u64) -> Result<Hash, CoreError> {
         let nodes = self
             .nodes_for(|r| {
                 let _ = range_hash(r, 0, size);
@@ -63,13 +63,19 @@ impl ControlPlane {
             )));
         }
         self.check_size(size).await?;
+        let leaf_id = clearance_log::NodeId { level: 0, index };
+        // The leaf rides in the same fetch as the proof's nodes.
         let nodes = self
             .nodes_for(|r| {
                 let _ = inclusion_proof(r, index, size);
+                let _ = clearance_log::NodeSource::node(r, leaf_id);
             })
             .await?;
         let proof = inclusion_proof(&nodes, index, size).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let leaf = nodes_leaf(self, index).await?;
+        let leaf = nodes
+            .get(&leaf_id)
+            .copied()
+            .ok_or_else(|| CoreError::Internal(format!("log leaf {index} is missing")))?;
         Ok(InclusionProofView {
             index,
             size,
@@ -140,6 +146,12 @@ impl ControlPlane {
         let checkpoint = StoredCheckpoint { size, root, note };
         self.store.save_checkpoint(&checkpoint, self.clock.now()).await?;
         Ok(checkpoint)
+    }
+
+    /// `checkpoint` on request of a caller: auditors and admins may ask for one.
+    pub async fn checkpoint_for(&self, caller: &Caller) -> Result<StoredCheckpoint, CoreError> {
+        require(caller, &[Role::Auditor, Role::Admin])?;
+        self.checkpoint().await
     }
 
     /// The latest signed checkpoint, signing the first one if there is none.
@@ -259,15 +271,6 @@ impl ControlPlane {
             consistency,
         })
     }
-}
-
-async fn nodes_leaf(plane: &ControlPlane, index: u64) -> Result<Hash, CoreError> {
-    let id = clearance_log::NodeId { level: 0, index };
-    let nodes = plane.store.log_nodes(&[id]).await?;
-    nodes
-        .get(&id)
-        .copied()
-        .ok_or_else(|| CoreError::Internal(format!("log leaf {index} is missing")))
 }
 
 /// Build the log's note signer with the origin fixed at first start.
