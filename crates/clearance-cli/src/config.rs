@@ -26,7 +26,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "CLEARANCE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds,
-    /// log_origin, checkpoint_interval_ms, log_max_batch).
+    /// lease_seconds, max_lineage_depth, log_origin, checkpoint_interval_ms, log_max_batch).
     #[arg(long, env = "CLEARANCE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
@@ -36,6 +36,10 @@ pub(crate) struct ServerArgs {
     /// Must look like `clr_` followed by at least 22 base64url characters.
     #[arg(long, env = "CLEARANCE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
     pub bootstrap_admin_key: Option<String>,
+    /// Lease, in seconds, an execution gets on start and each renewal; an executor that
+    /// cannot renew within it must stop [default: 30].
+    #[arg(long, env = "CLEARANCE_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +50,8 @@ struct FileConfig {
     origin: Option<String>,
     default_ttl_seconds: Option<u64>,
     max_ttl_seconds: Option<u64>,
+    lease_seconds: Option<u64>,
+    max_lineage_depth: Option<u32>,
     log_origin: Option<String>,
     checkpoint_interval_ms: Option<u64>,
     log_max_batch: Option<usize>,
@@ -58,6 +64,10 @@ pub(crate) struct ServerConfig {
     pub origin: Option<String>,
     pub default_ttl_seconds: u64,
     pub max_ttl_seconds: u64,
+    /// Lease granted on start and on each renewal.
+    pub lease_seconds: u64,
+    /// Deepest lineage (a root is depth 0).
+    pub max_lineage_depth: u32,
     /// The log's origin line, used on first start only (then fixed in the database).
     pub log_origin: Option<String>,
     /// How often a checkpoint is signed when the log has grown.
@@ -82,7 +92,24 @@ impl ServerConfig {
             (1..=max_ttl_seconds).contains(&default_ttl_seconds),
             "default_ttl_seconds ({default_ttl_seconds}) must be between 1 and max_ttl_seconds ({max_ttl_seconds})"
         );
+        let lease_seconds = args
+            .lease_seconds
+            .or(file.lease_seconds)
+            .unwrap_or(clearance_model::execution::DEFAULT_LEASE_SECONDS);
+        anyhow::ensure!(
+            (1..=3600).contains(&lease_seconds),
+            "lease_seconds ({lease_seconds}) must be between 1 and 3600"
+        );
+        let max_lineage_depth = file
+            .max_lineage_depth
+            .unwrap_or(clearance_model::execution::DEFAULT_MAX_LINEAGE_DEPTH);
+        anyhow::ensure!(
+            (1..=64).contains(&max_lineage_depth),
+            "max_lineage_depth ({max_lineage_depth}) must be between 1 and 64"
+        );
         Ok(Self {
+            lease_seconds,
+            max_lineage_depth,
             data_dir: args
                 .data_dir
                 .clone()
@@ -146,6 +173,8 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             issuer,
             default_ttl_seconds: config.default_ttl_seconds,
             max_ttl_seconds: config.max_ttl_seconds,
+            max_lineage_depth: config.max_lineage_depth,
+            lease_seconds: config.lease_seconds,
         },
     );
     let plane = ControlPlane::new(Arc::new(store), engine, log_key, &default_origin, Arc::new(SystemClock)).await?;

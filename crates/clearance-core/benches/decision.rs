@@ -61,6 +61,8 @@ fn engine() -> DecisionEngine {
             issuer: "https://clearance.example".into(),
             default_ttl_seconds: 60,
             max_ttl_seconds: 300,
+            max_lineage_depth: 8,
+            lease_seconds: 30,
         },
     )
 }
@@ -82,17 +84,33 @@ fn bench(c: &mut Criterion) {
         let policy = CompiledPolicy::compile(b).unwrap();
         let req = request(action);
         assert_eq!(
-            engine.decide(&caller, &req, Some(&policy), NOW).decision,
+            engine
+                .decide(&caller, &req, &clearance_core::ParentCheck::None, Some(&policy), NOW)
+                .decision,
             Decision::Allow
         );
         group.bench_function(format!("clearance_decide_and_sign/{name}"), |bench| {
             bench.iter(|| {
-                let verdict = engine.decide(&caller, black_box(&req), Some(&policy), NOW);
+                let verdict = engine.decide(
+                    &caller,
+                    black_box(&req),
+                    &clearance_core::ParentCheck::None,
+                    Some(&policy),
+                    NOW,
+                );
                 engine.issue(&caller, &req, &verdict, &id, LogIndex(42), NOW).unwrap()
             })
         });
         group.bench_function(format!("clearance_decide_only/{name}"), |bench| {
-            bench.iter(|| engine.decide(&caller, black_box(&req), Some(&policy), NOW))
+            bench.iter(|| {
+                engine.decide(
+                    &caller,
+                    black_box(&req),
+                    &clearance_core::ParentCheck::None,
+                    Some(&policy),
+                    NOW,
+                )
+            })
         });
 
         // Floors: Cedar alone on the same (whole) set, with and without building the request.
@@ -144,6 +162,10 @@ fn bench(c: &mut Criterion) {
         arguments: &args,
         context: &json!({}),
         request_time: NOW.seconds(),
+        lineage: clearance_policy::Lineage {
+            depth: 0,
+            root: "billing-bot",
+        },
     };
     group.bench_function("sliced/1000_policies_100_actions", |bench| {
         bench.iter(|| policy.evaluate(black_box(&req)))

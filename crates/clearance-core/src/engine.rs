@@ -1,13 +1,14 @@
 //! The pure part of the decision path: stages 2 to 6, and stage 8 (issuing).
 
 use clearance_artifact::ClearanceSigner;
+use clearance_model::execution::Delegation;
 use clearance_model::limits::{MAX_ACTION_BYTES, MAX_ENVIRONMENT_BYTES, MAX_JSON_DEPTH, MAX_RESOURCE_BYTES};
 use clearance_model::wire::AuthorizeRequest;
 use clearance_model::{
-    ClearanceClaims, Decision, DenyReason, Digest, ExecutionId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp,
-    argument_digest,
+    ClearanceClaims, Decision, DenyReason, Digest, ExecutionId, LogIndex, PolicyVersion, PrincipalId, ResourceRef,
+    Role, Timestamp, argument_digest,
 };
-use clearance_policy::{CompiledPolicy, PolicyOutcome, PolicyRequest};
+use clearance_policy::{CompiledPolicy, Lineage, PolicyOutcome, PolicyRequest};
 use serde_json::Value;
 
 use crate::error::CoreError;
@@ -31,6 +32,41 @@ pub struct EngineConfig {
     pub issuer: String,
     pub default_ttl_seconds: u64,
     pub max_ttl_seconds: u64,
+    /// Deepest lineage allowed (a root is depth 0).
+    pub max_lineage_depth: u32,
+    /// The lease an execution gets on start and on each renewal.
+    pub lease_seconds: u64,
+}
+
+/// What the control plane established about a request's parent clearance before the
+/// pure stages run (stage 4 needs the parent's signature and stored state).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParentCheck {
+    /// The request names no parent.
+    None,
+    /// The parent does not verify, is unknown, or is no longer live.
+    Invalid(String),
+    /// The parent (or an ancestor) was revoked.
+    Revoked(String),
+    Live(Box<ParentFacts>),
+}
+
+/// A verified, live parent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentFacts {
+    pub claims: ClearanceClaims,
+    /// Until when the parent may run: its lease if started, its expiry otherwise.
+    pub live_until: Timestamp,
+    pub root_principal: PrincipalId,
+}
+
+/// Where an allowed request sits in its lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub parent: Option<ExecutionId>,
+    pub depth: u32,
+    pub root_principal: PrincipalId,
+    pub delegation: Option<Delegation>,
 }
 
 /// What stages 2 to 6 concluded about a request.
@@ -44,6 +80,8 @@ pub struct Verdict {
     /// Digest of the arguments as asked, recorded in the log for denies as well.
     pub arguments: Digest,
     pub ttl_seconds: u64,
+    /// Lineage placement (set once stage 4 passed).
+    pub placement: Option<Placement>,
 }
 
 impl Verdict {
@@ -56,6 +94,7 @@ impl Verdict {
             message: Some(message.into()),
             arguments,
             ttl_seconds: 0,
+            placement: None,
         }
     }
 }
@@ -85,6 +124,7 @@ impl DecisionEngine {
         &self,
         caller: &Caller,
         req: &AuthorizeRequest,
+        parent: &ParentCheck,
         policy: Option<&CompiledPolicy>,
         now: Timestamp,
     ) -> Verdict {
@@ -109,15 +149,13 @@ impl DecisionEngine {
             Ok(ttl) => ttl,
             Err(message) => return Verdict::deny(DenyReason::InvalidRequest, message, arguments),
         };
-        // Stage 4 (lineage) and stage 5 (environment) are slots: this version accepts no
-        // parent and binds the named environment as the audience without a registry.
-        if req.parent.is_some() || req.delegate.is_some() {
-            return Verdict::deny(
-                DenyReason::InvalidRequest,
-                "`parent` and `delegate` are not supported by this control plane version",
-                arguments,
-            );
-        }
+        // Stage 4: lineage.
+        let (placement, ttl) = match self.place(caller, req, parent, ttl, now) {
+            Ok(p) => p,
+            Err((reason, message)) => return Verdict::deny(reason, message, arguments),
+        };
+        // Stage 5 (environment) is a slot: the named environment is bound as the
+        // audience without a registry.
         // Stage 6: policy.
         let Some(policy) = policy else {
             return Verdict::deny(
@@ -133,6 +171,10 @@ impl DecisionEngine {
             arguments: &req.arguments,
             context: &req.context,
             request_time: now.seconds(),
+            lineage: Lineage {
+                depth: placement.depth,
+                root: placement.root_principal.as_str(),
+            },
         });
         let version = Some(policy.version());
         let (decision, reason, policies, message) = match outcome {
@@ -170,7 +212,165 @@ impl DecisionEngine {
             message,
             arguments,
             ttl_seconds: if decision == Decision::Allow { ttl } else { 0 },
+            placement: Some(placement),
         }
+    }
+
+    /// Stage 4. A root is depth 0 and its own root principal. A child must name a live
+    /// parent whose `dlg` covers its action and resource, with a lifetime inside the
+    /// parent's and a depth inside both the parent's delegation and the global bound;
+    /// whatever it asks to delegate further must be narrower again.
+    fn place(
+        &self,
+        caller: &Caller,
+        req: &AuthorizeRequest,
+        parent: &ParentCheck,
+        ttl: u64,
+        now: Timestamp,
+    ) -> Result<(Placement, u64), (DenyReason, String)> {
+        let max_depth = self.config.max_lineage_depth;
+        let facts = match (parent, &req.parent) {
+            (ParentCheck::None, None) => {
+                if let Some(d) = &req.delegate {
+                    self.check_delegation_shape(d)?;
+                    if d.depth > max_depth {
+                        return Err((
+                            DenyReason::LineageTooDeep,
+                            format!("`delegate.depth` {} exceeds the lineage bound of {max_depth}", d.depth),
+                        ));
+                    }
+                }
+                return Ok((
+                    Placement {
+                        parent: None,
+                        depth: 0,
+                        root_principal: caller.id.clone(),
+                        delegation: req.delegate.clone(),
+                    },
+                    ttl,
+                ));
+            }
+            (ParentCheck::Invalid(m), _) => return Err((DenyReason::ParentInvalid, m.clone())),
+            (ParentCheck::Revoked(m), _) => return Err((DenyReason::ParentRevoked, m.clone())),
+            (ParentCheck::Live(facts), Some(_)) => facts,
+            (ParentCheck::None | ParentCheck::Live(_), _) => {
+                return Err((
+                    DenyReason::ParentInvalid,
+                    "the parent clearance was not checked".to_owned(),
+                ));
+            }
+        };
+        let p = &facts.claims;
+        let scope = |m: String| (DenyReason::ScopeExceedsParent, m);
+        let Some(dlg) = &p.dlg else {
+            return Err(scope(format!("parent execution `{}` may not delegate", p.jti)));
+        };
+        let depth = p.dep.saturating_add(1);
+        if depth > max_depth {
+            return Err((
+                DenyReason::LineageTooDeep,
+                format!("a child of depth {depth} exceeds the lineage bound of {max_depth}"),
+            ));
+        }
+        if !dlg.actions.iter().any(|a| a == &req.action) {
+            return Err(scope(format!(
+                "action `{}` is not among the parent's delegable actions {}",
+                req.action,
+                quoted(&dlg.actions)
+            )));
+        }
+        let allowed = delegable_resources(dlg, &p.res);
+        if !allowed.contains(&req.resource) {
+            return Err(scope(format!(
+                "resource {} is not among the parent's delegable resources",
+                req.resource
+            )));
+        }
+        let remaining = u64::try_from(facts.live_until.seconds().saturating_sub(now.seconds())).unwrap_or(0);
+        if remaining == 0 {
+            return Err((
+                DenyReason::ParentInvalid,
+                format!("parent execution `{}` is no longer live", p.jti),
+            ));
+        }
+        let cap = dlg.ttl_seconds.map_or(remaining, |t| t.min(remaining));
+        let ttl = match req.ttl_seconds {
+            Some(asked) if asked > cap => {
+                return Err(scope(format!(
+                    "`ttl_seconds` {asked} outlives what the parent allows ({cap} s)"
+                )));
+            }
+            Some(asked) => asked,
+            None => ttl.min(cap),
+        };
+        if let Some(child) = &req.delegate {
+            self.check_delegation_shape(child)?;
+            if child.depth >= dlg.depth {
+                return Err((
+                    DenyReason::LineageTooDeep,
+                    format!(
+                        "`delegate.depth` {} must be below the parent's remaining delegation depth {}",
+                        child.depth, dlg.depth
+                    ),
+                ));
+            }
+            if let Some(a) = child.actions.iter().find(|a| !dlg.actions.contains(a)) {
+                return Err(scope(format!(
+                    "`delegate.actions` names `{a}`, which the parent cannot delegate"
+                )));
+            }
+            let child_resources = delegable_resources(child, &req.resource);
+            if let Some(r) = child_resources.iter().find(|r| !allowed.contains(r)) {
+                return Err(scope(format!(
+                    "`delegate.resources` names {r}, which the parent cannot delegate"
+                )));
+            }
+            if let (Some(parent_ttl), child_ttl) = (dlg.ttl_seconds, child.ttl_seconds)
+                && child_ttl.is_none_or(|t| t > parent_ttl)
+            {
+                return Err(scope(format!(
+                    "`delegate.ttl_seconds` must be at most the parent's {parent_ttl}"
+                )));
+            }
+        }
+        Ok((
+            Placement {
+                parent: Some(p.jti.clone()),
+                depth,
+                root_principal: facts.root_principal.clone(),
+                delegation: req.delegate.clone(),
+            },
+            ttl,
+        ))
+    }
+
+    fn check_delegation_shape(&self, d: &Delegation) -> Result<(), (DenyReason, String)> {
+        let invalid = |m: String| (DenyReason::InvalidRequest, m);
+        if d.actions.is_empty() {
+            return Err(invalid("`delegate.actions` must name at least one action".into()));
+        }
+        if d.depth == 0 {
+            return Err(invalid("`delegate.depth` must be at least 1".into()));
+        }
+        for a in &d.actions {
+            bounded("delegate action", a, MAX_ACTION_BYTES).map_err(invalid)?;
+        }
+        for r in d.resources.iter().flatten() {
+            bounded("delegate resource type", &r.kind, MAX_RESOURCE_BYTES).map_err(invalid)?;
+            bounded("delegate resource id", &r.id, MAX_RESOURCE_BYTES).map_err(invalid)?;
+        }
+        if d.actions.len() + d.resources.as_ref().map_or(0, Vec::len) > 256 {
+            return Err(invalid("`delegate` names more than 256 actions and resources".into()));
+        }
+        if let Some(t) = d.ttl_seconds
+            && (t == 0 || t > self.config.max_ttl_seconds)
+        {
+            return Err(invalid(format!(
+                "`delegate.ttl_seconds` must be between 1 and {}",
+                self.config.max_ttl_seconds
+            )));
+        }
+        Ok(())
     }
 
     /// Stage 3 limits; returns the clearance lifetime to grant.
@@ -229,7 +429,9 @@ impl DecisionEngine {
             args: verdict.arguments,
             pol,
             log,
-            dep: 0,
+            par: verdict.placement.as_ref().and_then(|p| p.parent.clone()),
+            dep: verdict.placement.as_ref().map_or(0, |p| p.depth),
+            dlg: verdict.placement.as_ref().and_then(|p| p.delegation.clone()),
         };
         let token = self
             .signer
@@ -265,6 +467,11 @@ fn depth(value: &Value) -> usize {
         }
     }
     deepest
+}
+
+/// The resources a delegation covers: those it names, or else only the holder's own.
+fn delegable_resources(d: &Delegation, own: &ResourceRef) -> Vec<ResourceRef> {
+    d.resources.clone().unwrap_or_else(|| vec![own.clone()])
 }
 
 fn quoted(ids: &[String]) -> String {

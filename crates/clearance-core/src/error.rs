@@ -23,6 +23,15 @@ pub enum CoreError {
     AuditUnavailable(String),
     #[error("storage is unavailable: {0}")]
     StorageUnavailable(String),
+    /// An execution lifecycle call refused (`replayed`, `execution_revoked`,
+    /// `execution_expired`, `clearance_invalid`, `not_started`, ...).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    /// The key that signs clearances was revoked: nothing can be issued until it is replaced.
+    #[error(
+        "the clearance signing key was revoked: replace it (move signing-key.pem aside and restart) before issuing"
+    )]
+    SigningKeyRevoked,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -38,6 +47,8 @@ impl CoreError {
             Self::PolicyRejected(_) => "policy_invalid",
             Self::AuditUnavailable(_) => "audit_unavailable",
             Self::StorageUnavailable(_) => "storage_unavailable",
+            Self::Refused { code, .. } => code,
+            Self::SigningKeyRevoked => "signing_key_revoked",
             Self::Internal(_) => "internal",
         }
     }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, RwLock};
 
 use clearance_model::event::{DecisionEvent, Event};
+use clearance_model::execution::ExecutionState;
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, CreatePrincipal, IssuedKey, KeyView, PolicyActivated, PolicyBundle,
     PolicyPushed, PolicyValidated, PolicyView, PrincipalView,
@@ -14,7 +15,7 @@ use clearance_policy::CompiledPolicy;
 use crate::apikey::ApiKey;
 use crate::engine::{Caller, DecisionEngine};
 use crate::error::CoreError;
-use crate::store::{KeyRecord, LogAppend, PrincipalRecord, Store};
+use crate::store::{ExecutionChange, ExecutionRecord, KeyRecord, LogAppend, PrincipalRecord, Store};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
@@ -65,6 +66,8 @@ pub struct ControlPlane {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) log_signer: clearance_log::NoteSigner,
     policy: RwLock<PolicyState>,
+    /// The latest revocation sequence number, announced to revocation streams.
+    pub(crate) revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -101,12 +104,14 @@ impl ControlPlane {
         };
         let origin = store.meta_or_init("log_origin", default_origin).await?;
         let log_signer = crate::log::log_signer(origin, log_key)?;
+        let latest_revocation = store.latest_revocation().await?;
         let plane = Self {
             store,
             engine,
             clock,
             log_signer,
             policy: RwLock::new(state),
+            revocations: tokio::sync::watch::Sender::new(latest_revocation),
         };
         plane.check_log_integrity().await?;
         Ok(plane)
@@ -123,7 +128,7 @@ impl ControlPlane {
             .clone()
     }
 
-    fn active(&self) -> Option<Arc<CompiledPolicy>> {
+    pub(crate) fn active(&self) -> Option<Arc<CompiledPolicy>> {
         match &*self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
             PolicyState::Active(p) => Some(Arc::clone(p)),
             PolicyState::None | PolicyState::Broken { .. } => None,
@@ -183,9 +188,18 @@ impl ControlPlane {
     /// log before this returns; a clearance is signed only after that.
     pub async fn authorize(&self, caller: &Caller, req: &AuthorizeRequest) -> Result<AuthorizeResponse, CoreError> {
         let now = self.clock.now();
+        if self.signing_key_revoked().await? {
+            return Err(CoreError::SigningKeyRevoked);
+        }
         let execution_id = ExecutionId::random().map_err(|e| CoreError::Internal(e.to_string()))?;
         let policy = self.active();
-        let verdict = self.engine.decide(caller, req, policy.as_deref(), now);
+        // Only an agent's request gets its parent looked up; stage 2 denies the rest.
+        let parent = if caller.has(Role::Agent) {
+            self.check_parent(req.parent.as_deref(), now).await?
+        } else {
+            crate::engine::ParentCheck::None
+        };
+        let verdict = self.engine.decide(caller, req, &parent, policy.as_deref(), now);
         let expires = now.plus_seconds(verdict.ttl_seconds);
         let event = Event::Decision(Box::new(DecisionEvent {
             time: now.seconds(),
@@ -201,21 +215,50 @@ impl ControlPlane {
                 .environment
                 .as_deref()
                 .map(|e| truncate(e, clearance_model::limits::MAX_ENVIRONMENT_BYTES)),
+            parent: verdict.placement.as_ref().and_then(|p| p.parent.clone()),
             decision: verdict.decision,
             reasons: verdict.reasons.clone(),
             policies: verdict.policies.clone(),
             policy_version: verdict.policy_version,
             expires: (verdict.decision == Decision::Allow).then_some(expires.seconds()),
         }));
-        // Stage 7: no clearance without its durable log entry.
-        let log_index = self
-            .store
-            .append(LogAppend {
-                entry: entry(&event)?,
-                execution: Some(execution_id.clone()),
-            })
-            .await
-            .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
+        // Stage 7: no clearance without its durable log entry; an allow also records the
+        // execution it authorizes, in the same commit.
+        let append = LogAppend {
+            entry: entry(&event)?,
+            execution: Some(execution_id.clone()),
+        };
+        let recorded = match (&verdict.placement, verdict.policy_version, verdict.decision) {
+            (Some(placement), Some(policy_version), Decision::Allow) => {
+                let record = ExecutionRecord {
+                    id: execution_id.clone(),
+                    principal: caller.id.clone(),
+                    parent: placement.parent.clone(),
+                    root_principal: placement.root_principal.clone(),
+                    depth: placement.depth,
+                    action: req.action.clone(),
+                    resource: req.resource.clone(),
+                    arguments: req.arguments.clone(),
+                    context: req.context.clone(),
+                    arguments_digest: verdict.arguments,
+                    environment: req.environment.clone(),
+                    delegation: placement.delegation.clone(),
+                    kid: self.engine.signer().kid().to_owned(),
+                    policy_version,
+                    issued_at: now,
+                    expires_at: expires,
+                    state: ExecutionState::Authorized,
+                    lease_until: None,
+                    exit_code: None,
+                    reason: None,
+                };
+                self.store
+                    .append_change(append, ExecutionChange::Authorize(Box::new(record)))
+                    .await
+            }
+            _ => self.store.append(append).await,
+        };
+        let log_index = recorded.map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
         let (clearance, expires_at) = if verdict.decision == Decision::Allow {
             let (token, exp) = self
                 .engine
@@ -432,7 +475,7 @@ pub(crate) fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError>
     }
 }
 
-fn entry(event: &Event) -> Result<Vec<u8>, CoreError> {
+pub(crate) fn entry(event: &Event) -> Result<Vec<u8>, CoreError> {
     event
         .to_entry_bytes()
         .map_err(|e| CoreError::Internal(format!("log entry: {e}")))

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use clearance_log::{Hash, NodeId};
+use clearance_model::execution::{Delegation, ExecutionState, RevocationKind, RevocationRecord};
 use clearance_model::wire::PolicyBundle;
-use clearance_model::{ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
+use clearance_model::{Digest, ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, ResourceRef, Role, Timestamp};
 
 use crate::apikey::KeyHash;
 
@@ -47,6 +48,75 @@ pub struct PolicyRecord {
 pub struct LogAppend {
     pub entry: Vec<u8>,
     pub execution: Option<ExecutionId>,
+}
+
+/// One execution as the control plane tracks it, from its allow decision on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRecord {
+    pub id: ExecutionId,
+    pub principal: PrincipalId,
+    pub parent: Option<ExecutionId>,
+    /// The principal that asked for the root of this lineage.
+    pub root_principal: PrincipalId,
+    pub depth: u32,
+    pub action: String,
+    pub resource: ResourceRef,
+    /// The request's arguments and declared context, kept so renewals can evaluate the
+    /// policy again.
+    pub arguments: serde_json::Value,
+    pub context: serde_json::Value,
+    pub arguments_digest: Digest,
+    pub environment: Option<String>,
+    pub delegation: Option<Delegation>,
+    /// The `kid` of the key that signed the clearance.
+    pub kid: String,
+    pub policy_version: PolicyVersion,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub state: ExecutionState,
+    pub lease_until: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+    /// Why it was revoked, when it was.
+    pub reason: Option<String>,
+}
+
+/// A state change of an execution that commits together with its log entry. If the
+/// precondition does not hold, nothing is written and the append fails with
+/// `StoreError::Conflict(<current state>)` (or `NotFound`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutionChange {
+    /// Record the execution an allow decision authorizes. If its parent has been revoked
+    /// in the meantime, it is recorded revoked (with its own revocation record).
+    Authorize(Box<ExecutionRecord>),
+    /// `authorized` to `started`, only while the clearance is unexpired at `now`: this is
+    /// what consumes a clearance, exactly once.
+    Start {
+        id: ExecutionId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    },
+    /// Extend the lease of a `started` execution whose lease has not lapsed.
+    Renew {
+        id: ExecutionId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    },
+    /// `started` to `completed` or `failed`.
+    Complete {
+        id: ExecutionId,
+        state: ExecutionState,
+        exit_code: Option<i32>,
+    },
+}
+
+/// What to revoke, by whom and why. Revoking cascades to every execution below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub id: String,
+    pub by: PrincipalId,
+    pub reason: String,
+    pub time: Timestamp,
 }
 
 /// A checkpoint the log signed.
@@ -97,6 +167,24 @@ pub trait Store: Send + Sync + 'static {
     /// Append a decision entry and return once it is durable (group commit is the
     /// store's business). An error means the entry is not in the log.
     async fn append(&self, entry: LogAppend) -> Result<LogIndex, StoreError>;
+    /// Append an entry together with an execution state change, through the same group
+    /// commit as [`Store::append`]. Fails without writing either if the change's
+    /// precondition does not hold.
+    async fn append_change(&self, entry: LogAppend, change: ExecutionChange) -> Result<LogIndex, StoreError>;
+    async fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError>;
+    /// Ancestors (root first) and descendants (breadth first) of an execution.
+    async fn lineage(&self, id: &ExecutionId) -> Result<(Vec<ExecutionRecord>, Vec<ExecutionRecord>), StoreError>;
+    /// Revoke the target and, atomically, every live execution it covers and their
+    /// subtrees; each revocation gets a sequence number and a log entry. Returns the
+    /// records created (none when everything was already revoked). `NotFound` for an
+    /// unknown execution or principal.
+    async fn revoke(&self, revocation: &Revocation) -> Result<Vec<RevocationRecord>, StoreError>;
+    /// Revocation records with `seq > since`, in order, at most `limit`.
+    async fn revocations_since(&self, since: u64, limit: u32) -> Result<Vec<RevocationRecord>, StoreError>;
+    async fn latest_revocation(&self) -> Result<u64, StoreError>;
+    /// Whether a principal or signing key has a revocation record.
+    async fn is_revoked(&self, kind: RevocationKind, id: &str) -> Result<bool, StoreError>;
+
     /// Keep an issued clearance for evidence bundles; best effort, not awaited durable.
     async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError>;
     async fn clearance(&self, execution: &ExecutionId) -> Result<Option<String>, StoreError>;

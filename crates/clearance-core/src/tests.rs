@@ -30,6 +30,8 @@ fn engine() -> DecisionEngine {
             issuer: "https://clearance.test".into(),
             default_ttl_seconds: 60,
             max_ttl_seconds: 300,
+            max_lineage_depth: 8,
+            lease_seconds: 30,
         },
     )
 }
@@ -155,7 +157,7 @@ fn decision_table() {
             with_parent,
             Some(&p),
             Decision::Deny,
-            vec![DenyReason::InvalidRequest],
+            vec![DenyReason::ParentInvalid],
             vec![],
         ),
         (
@@ -168,7 +170,7 @@ fn decision_table() {
         ),
     ];
     for (i, (caller, req, policy, decision, reasons, policies)) in cases.into_iter().enumerate() {
-        let v = e.decide(&caller, &req, policy, NOW);
+        let v = e.decide(&caller, &req, &crate::ParentCheck::None, policy, NOW);
         assert_eq!((v.decision, &v.reasons), (decision, &reasons), "case {i}: {v:?}");
         assert_eq!(v.policies, policies, "case {i}");
         // Denies record the arguments as asked, not a placeholder.
@@ -186,12 +188,18 @@ fn decisions_are_deterministic() {
     let (e, p) = (engine(), policy());
     for amount in [1, 500, 501, 999, 1001] {
         let req = request(json!({"amount": amount, "currency": "EUR"}));
-        let first = e.decide(&agent(), &req, Some(&p), NOW);
+        let first = e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW);
         for _ in 0..20 {
-            assert_eq!(e.decide(&agent(), &req, Some(&p), NOW), first);
+            assert_eq!(
+                e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW),
+                first
+            );
         }
         // A second engine with another key, same policy text: same verdict.
-        assert_eq!(engine().decide(&agent(), &req, Some(&policy()), NOW), first);
+        assert_eq!(
+            engine().decide(&agent(), &req, &crate::ParentCheck::None, Some(&policy()), NOW),
+            first
+        );
     }
 }
 
@@ -202,7 +210,13 @@ fn deep_arguments_are_rejected() {
     for _ in 0..40 {
         deep = json!({"a": deep});
     }
-    let v = e.decide(&agent(), &request(deep), Some(&policy()), NOW);
+    let v = e.decide(
+        &agent(),
+        &request(deep),
+        &crate::ParentCheck::None,
+        Some(&policy()),
+        NOW,
+    );
     assert_eq!(v.reasons, vec![DenyReason::InvalidRequest]);
     assert!(v.message.unwrap_or_default().contains("deeper than 32"));
 }
@@ -212,12 +226,141 @@ fn issue_signs_only_allows() {
     let (e, p) = (engine(), policy());
     let id = ExecutionId::random().unwrap();
     let req = request(json!({"amount": 5000, "currency": "EUR"}));
-    let deny = e.decide(&agent(), &req, Some(&p), NOW);
+    let deny = e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW);
     assert!(e.issue(&agent(), &req, &deny, &id, LogIndex(1), NOW).is_err());
     let req = request(json!({"amount": 5, "currency": "EUR"}));
-    let allow = e.decide(&agent(), &req, Some(&p), NOW);
+    let allow = e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW);
     let (token, exp) = e.issue(&agent(), &req, &allow, &id, LogIndex(1), NOW).unwrap();
     assert_eq!(exp, Timestamp(NOW.0 + 60));
     assert_eq!(token.split('.').count(), 3);
     assert_eq!(req.resource, ResourceRef::new("Tool", "stripe"));
+}
+
+fn parent_claims(dep: u32, dlg: Option<clearance_model::execution::Delegation>) -> clearance_model::ClearanceClaims {
+    clearance_model::ClearanceClaims {
+        iss: "https://clearance.test".into(),
+        sub: "orchestrator".into(),
+        aud: None,
+        jti: ExecutionId::random().unwrap(),
+        iat: NOW.seconds(),
+        nbf: NOW.seconds(),
+        exp: NOW.seconds() + 60,
+        act: "refund".into(),
+        res: ResourceRef::new("Tool", "stripe"),
+        args: clearance_model::Digest::of(b"{}"),
+        pol: clearance_model::PolicyVersion::from_digest(clearance_model::Digest::of(b"p")),
+        log: LogIndex(0),
+        par: None,
+        dep,
+        dlg,
+    }
+}
+
+#[test]
+fn lineage_stage_narrows_authority() {
+    use clearance_model::execution::Delegation;
+
+    use crate::{ParentCheck, ParentFacts};
+    let e = engine();
+    let p = policy();
+    let dlg = |depth: u32, ttl: Option<u64>| {
+        Some(Delegation {
+            actions: vec!["refund".into()],
+            resources: None,
+            ttl_seconds: ttl,
+            depth,
+        })
+    };
+    let live = |claims| {
+        ParentCheck::Live(Box::new(ParentFacts {
+            claims,
+            live_until: Timestamp(NOW.seconds() + 40),
+            root_principal: "orchestrator".parse().unwrap(),
+        }))
+    };
+    let child = |mutate: &dyn Fn(&mut AuthorizeRequest)| {
+        let mut r = request(json!({"amount": 120, "currency": "EUR"}));
+        r.parent = Some("parent-token".into());
+        mutate(&mut r);
+        r
+    };
+    let reasons = |check: &ParentCheck, req: &AuthorizeRequest| e.decide(&agent(), req, check, Some(&p), NOW).reasons;
+
+    // Inside the parent's scope: allowed, one level down, capped by the parent's life.
+    let ok = e.decide(
+        &agent(),
+        &child(&|_| {}),
+        &live(parent_claims(0, dlg(1, None))),
+        Some(&p),
+        NOW,
+    );
+    assert_eq!(ok.decision, Decision::Allow, "{ok:?}");
+    let placement = ok.placement.unwrap();
+    assert_eq!(
+        (placement.depth, placement.root_principal.as_str()),
+        (1, "orchestrator")
+    );
+    assert_eq!(
+        ok.ttl_seconds, 40,
+        "default TTL 60 is capped by the parent's remaining 40 s"
+    );
+
+    // Nothing delegable, another action, another resource.
+    assert_eq!(
+        reasons(&live(parent_claims(0, None)), &child(&|_| {})),
+        vec![DenyReason::ScopeExceedsParent]
+    );
+    let other_resource = child(&|r| r.resource = ResourceRef::new("Tool", "paypal"));
+    assert_eq!(
+        reasons(&live(parent_claims(0, dlg(1, None))), &other_resource),
+        vec![DenyReason::ScopeExceedsParent]
+    );
+    // A longer lifetime than the parent allows.
+    let long = child(&|r| r.ttl_seconds = Some(50));
+    assert_eq!(
+        reasons(&live(parent_claims(0, dlg(1, None))), &long),
+        vec![DenyReason::ScopeExceedsParent]
+    );
+    let over_dlg_ttl = child(&|r| r.ttl_seconds = Some(20));
+    assert_eq!(
+        reasons(&live(parent_claims(0, dlg(1, Some(10)))), &over_dlg_ttl),
+        vec![DenyReason::ScopeExceedsParent]
+    );
+    // Depth: past the global bound, or re-delegating what may not go further down.
+    assert_eq!(
+        reasons(&live(parent_claims(8, dlg(1, None))), &child(&|_| {})),
+        vec![DenyReason::LineageTooDeep]
+    );
+    let redelegate = child(&|r| {
+        r.delegate = Some(Delegation {
+            actions: vec!["refund".into()],
+            resources: None,
+            ttl_seconds: None,
+            depth: 1,
+        })
+    });
+    assert_eq!(
+        reasons(&live(parent_claims(0, dlg(1, None))), &redelegate),
+        vec![DenyReason::LineageTooDeep]
+    );
+    assert_eq!(
+        e.decide(
+            &agent(),
+            &redelegate,
+            &live(parent_claims(0, dlg(2, None))),
+            Some(&p),
+            NOW
+        )
+        .decision,
+        Decision::Allow
+    );
+    // Parent problems found by the control plane keep their own reasons.
+    assert_eq!(
+        reasons(&ParentCheck::Revoked("gone".into()), &child(&|_| {})),
+        vec![DenyReason::ParentRevoked]
+    );
+    assert_eq!(
+        reasons(&ParentCheck::Invalid("bad".into()), &child(&|_| {})),
+        vec![DenyReason::ParentInvalid]
+    );
 }

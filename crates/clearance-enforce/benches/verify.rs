@@ -34,7 +34,9 @@ fn bench(c: &mut Criterion) {
         args: argument_digest(&args).unwrap(),
         pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
         log: LogIndex(42),
+        par: None,
         dep: 0,
+        dlg: None,
     };
     let token = signer.sign(&claims).unwrap();
     let verifier = Verifier::new(

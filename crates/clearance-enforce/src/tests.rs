@@ -36,7 +36,9 @@ fn fixture() -> Fixture {
         args: argument_digest(&args).unwrap(),
         pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
         log: LogIndex(42),
+        par: None,
         dep: 0,
+        dlg: None,
     };
     let verifier = Verifier::new(
         Jwks {

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::Digest;
+use crate::execution::Delegation;
 use crate::ids::{ExecutionId, LogIndex, PolicyVersion};
 
 /// The resource an action is performed on: a Cedar entity type and id.
@@ -56,6 +57,12 @@ pub struct ClearanceClaims {
     pub pol: PolicyVersion,
     /// Audit-log index of the decision entry.
     pub log: LogIndex,
+    /// The parent execution's id; absent for a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub par: Option<ExecutionId>,
     /// Lineage depth; a root execution is 0.
     pub dep: u32,
+    /// What the holder may delegate to children; absent means nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlg: Option<Delegation>,
 }

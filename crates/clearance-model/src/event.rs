@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{CanonicalError, Digest, canonical_json};
 use crate::claims::ResourceRef;
+use crate::execution::{CompletionStatus, RevocationKind};
 use crate::ids::{ExecutionId, KeyId, PolicyVersion, PrincipalId};
 use crate::reason::{Decision, DenyReason};
 use crate::role::Role;
@@ -36,6 +37,41 @@ pub enum Event {
         by: PrincipalId,
         key_id: KeyId,
     },
+    /// An enforcement point consumed the clearance and holds a lease until `lease_expires`.
+    ExecutionStarted {
+        time: i64,
+        execution_id: ExecutionId,
+        by: PrincipalId,
+        lease_expires: i64,
+    },
+    /// The lease was extended after the execution, its lineage and the active policy
+    /// were checked again.
+    ExecutionRenewed {
+        time: i64,
+        execution_id: ExecutionId,
+        by: PrincipalId,
+        lease_expires: i64,
+    },
+    ExecutionCompleted {
+        time: i64,
+        execution_id: ExecutionId,
+        by: PrincipalId,
+        status: CompletionStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_digest: Option<Digest>,
+    },
+    /// One revocation record, as pushed to enforcement points under `seq`. A revoked
+    /// execution's subtree gets one entry per execution.
+    Revocation {
+        time: i64,
+        seq: u64,
+        by: PrincipalId,
+        kind: RevocationKind,
+        id: String,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -57,6 +93,9 @@ pub struct DecisionEvent {
     pub arguments: Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// The parent execution, for a child request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ExecutionId>,
     pub decision: Decision,
     pub reasons: Vec<DenyReason>,
     pub policies: Vec<String>,

@@ -3,6 +3,7 @@
 pub mod canonical;
 pub mod claims;
 pub mod event;
+pub mod execution;
 pub mod ids;
 pub mod limits;
 pub mod reason;

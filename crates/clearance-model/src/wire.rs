@@ -33,15 +33,14 @@ pub struct AuthorizeRequest {
     /// Target environment id; becomes the clearance's `aud`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// Parent clearance (lineage). Not supported by this version: rejected.
+    /// Parent clearance (lineage): the child must fit inside the parent's `dlg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
-    /// Authority to delegate to children. Not supported by this version: rejected.
+    /// Authority the clearance may delegate to children (its `dlg` claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub delegate: Option<serde_json::Value>,
+    pub delegate: Option<crate::execution::Delegation>,
 }
 
 /// The control plane's answer to an execution request.

@@ -13,9 +13,10 @@ pub(crate) struct ContextShape {
     pub arguments: bool,
     pub context: bool,
     pub request_time: bool,
+    pub lineage: bool,
 }
 
-pub(crate) const KNOWN_ATTRIBUTES: &str = "`arguments`, `context`, `request_time`";
+pub(crate) const KNOWN_ATTRIBUTES: &str = "`arguments`, `context`, `request_time`, `lineage`";
 
 /// The schema's namespace (empty for none) and each action's context shape, read from
 /// the JSON form of the schema.
@@ -50,6 +51,7 @@ pub(crate) fn context_shapes(schema_json: &Value) -> Result<(String, HashMap<Str
                 "arguments" => shape.arguments = true,
                 "context" => shape.context = true,
                 "request_time" => shape.request_time = true,
+                "lineage" => shape.lineage = true,
                 other => {
                     return Err(PolicyError::Schema(vec![format!(
                         "action `{action}` declares context attribute `{other}`, which Clearance does not supply: \

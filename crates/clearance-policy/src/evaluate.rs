@@ -18,6 +18,17 @@ pub struct PolicyRequest<'a> {
     pub context: &'a Value,
     /// Seconds since the Unix epoch.
     pub request_time: i64,
+    /// Where the request sits in its lineage; a root request is depth 0 and its own root.
+    pub lineage: Lineage<'a>,
+}
+
+/// What a policy sees of the request's lineage, as `context.lineage` (declared in the
+/// schema as `lineage: { depth: Long, root: String }`).
+#[derive(Debug, Clone, Copy)]
+pub struct Lineage<'a> {
+    pub depth: u32,
+    /// The principal that asked for the root execution.
+    pub root: &'a str,
 }
 
 /// The policy stage's verdict. Policy ids are sorted so the outcome is deterministic.
@@ -77,6 +88,12 @@ impl CompiledPolicy {
         }
         if shape.request_time {
             context.insert("request_time".into(), Value::from(req.request_time));
+        }
+        if shape.lineage {
+            context.insert(
+                "lineage".into(),
+                serde_json::json!({ "depth": req.lineage.depth, "root": req.lineage.root }),
+            );
         }
         let context = match Context::from_json_value(Value::Object(context), Some((&self.schema, action))) {
             Ok(c) => c,

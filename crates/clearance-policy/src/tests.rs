@@ -61,6 +61,10 @@ fn ask(policy: &CompiledPolicy, action: &str, resource: &str, arguments: Value) 
         arguments: &arguments,
         context: &json!({}),
         request_time: 1_795_428_000,
+        lineage: crate::Lineage {
+            depth: 0,
+            root: "billing-bot",
+        },
     })
 }
 
@@ -160,6 +164,10 @@ fn ill_typed_and_unknown_requests_are_invalid() -> Result<(), PolicyError> {
         arguments: &json!({}),
         context: &json!({}),
         request_time: 0,
+        lineage: crate::Lineage {
+            depth: 0,
+            root: "billing-bot",
+        },
     });
     assert!(
         matches!(wrong_type, PolicyOutcome::InvalidRequest { .. }),
@@ -253,7 +261,41 @@ proptest! {
             arguments: &args,
             context: &json!({}),
             request_time: time,
+            lineage: crate::Lineage { depth: 0, root: "billing-bot" },
         };
         prop_assert_eq!(p.evaluate(&req), p.evaluate_unsliced(&req));
     }
+}
+
+#[test]
+fn policies_see_lineage_depth_and_root() -> Result<(), PolicyError> {
+    let schema = r#"
+entity Agent;
+entity Tool;
+action run appliesTo {
+    principal: Agent, resource: Tool,
+    context: { lineage: { depth: Long, root: String } }
+};
+"#;
+    let policies = r#"
+@id("shallow-from-ops")
+permit(principal, action, resource)
+when { context.lineage.depth <= 1 && context.lineage.root == "ops-bot" };
+"#;
+    let p = CompiledPolicy::compile(&bundle(schema, policies))?;
+    let ask = |depth: u32, root: &str| {
+        p.evaluate(&PolicyRequest {
+            principal: "worker",
+            action: "run",
+            resource: &ResourceRef::new("Tool", "shell"),
+            arguments: &json!({}),
+            context: &json!({}),
+            request_time: 0,
+            lineage: crate::Lineage { depth, root },
+        })
+    };
+    assert!(matches!(ask(1, "ops-bot"), PolicyOutcome::Permit { .. }));
+    assert_eq!(ask(2, "ops-bot"), PolicyOutcome::NotPermitted);
+    assert_eq!(ask(0, "someone-else"), PolicyOutcome::NotPermitted);
+    Ok(())
 }

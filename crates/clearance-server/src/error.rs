@@ -34,7 +34,8 @@ pub(crate) fn status_of(e: &CoreError) -> StatusCode {
         CoreError::UnauthorizedRole { .. } => StatusCode::FORBIDDEN,
         CoreError::InvalidRequest(_) | CoreError::PolicyRejected(_) => StatusCode::BAD_REQUEST,
         CoreError::NotFound(_) => StatusCode::NOT_FOUND,
-        CoreError::Conflict(_) => StatusCode::CONFLICT,
+        CoreError::Conflict(_) | CoreError::Refused { .. } => StatusCode::CONFLICT,
+        CoreError::SigningKeyRevoked => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::AuditUnavailable(_) | CoreError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

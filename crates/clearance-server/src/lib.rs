@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use routes::executions::HEARTBEAT_INTERVAL;
 
 /// How long any request may take before it is answered `408 timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::authorize::routes())
         .merge(routes::principals::routes())
+        .merge(routes::executions::routes())
         .merge(routes::policies::routes())
         .merge(routes::log::routes())
         .merge(routes::meta::routes())

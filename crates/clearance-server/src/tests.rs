@@ -30,6 +30,8 @@ async fn harness() -> Harness {
             issuer: "http://test".into(),
             default_ttl_seconds: 60,
             max_ttl_seconds: 300,
+            max_lineage_depth: 8,
+            lease_seconds: 30,
         },
     );
     let plane = ControlPlane::new(

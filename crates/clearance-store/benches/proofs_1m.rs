@@ -65,6 +65,8 @@ async fn main() {
             issuer: "http://bench".into(),
             default_ttl_seconds: 60,
             max_ttl_seconds: 300,
+            max_lineage_depth: 8,
+            lease_seconds: 30,
         },
     );
     let plane = ControlPlane::new(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use clearance_core::{LogAppend, StoreError};
+use clearance_core::{ExecutionChange, LogAppend, StoreError};
 use clearance_log::{Hash, leaf_hash, node_hash};
 use clearance_model::{LogIndex, Timestamp};
 use sqlx::SqlitePool;
@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) enum Job {
     Append {
         entry: LogAppend,
+        /// Applied first; if its precondition fails, this job's entry is not appended
+        /// and its reply is the conflict, while the rest of the batch commits.
+        change: Option<ExecutionChange>,
         reply: oneshot::Sender<Result<LogIndex, StoreError>>,
     },
     /// Keep an issued clearance for evidence bundles. Rides on the next batch's commit;
@@ -40,39 +43,62 @@ pub(crate) async fn run(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>, max_bat
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = batch.len(), "log append failed");
         }
-        let mut i = 0u64;
+        let mut results = match outcome {
+            Ok(per_job) => per_job.into_iter(),
+            Err(e) => vec![Err(e); batch.len()].into_iter(),
+        };
         for job in batch.drain(..) {
+            let result = results.next();
             if let Job::Append { reply, .. } = job {
                 // The caller may have given up (timeout); nothing to do then.
-                let _ = reply.send(outcome.clone().map(|start| LogIndex(start + i)));
-                i += 1;
+                let _ = reply.send(result.unwrap_or_else(|| Err(StoreError::Unavailable("lost reply".into()))));
             }
         }
     }
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Result<u64, StoreError> {
+/// One transaction for the whole batch. Returns one result per job, in order: the index
+/// of its entry, or the conflict that kept it out.
+async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec<Result<LogIndex, StoreError>>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
-    let entries: Vec<&LogAppend> = batch
-        .iter()
-        .filter_map(|j| match j {
-            Job::Append { entry, .. } => Some(entry),
-            Job::Clearance { .. } => None,
-        })
-        .collect();
-    let start = append_leaves(&mut tx, &entries, Timestamp::now().seconds()).await?;
+    let now = Timestamp::now().seconds();
+    let mut entries: Vec<LogAppend> = Vec::with_capacity(batch.len());
+    // Per job: Ok(position in `entries`; none for a job without an entry) or its conflict.
+    let mut positions: Vec<Result<Option<u64>, StoreError>> = Vec::with_capacity(batch.len());
     for job in batch {
-        if let Job::Clearance { execution_id, token } = job {
-            sqlx::query("INSERT INTO clearances (execution_id, token) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(execution_id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        match job {
+            Job::Append { entry, change, .. } => {
+                let extra = match change {
+                    None => Ok(Vec::new()),
+                    Some(change) => crate::executions::apply(&mut tx, change, now).await?,
+                };
+                match extra {
+                    Ok(extra) => {
+                        positions.push(Ok(Some(entries.len() as u64)));
+                        entries.push(entry.clone());
+                        entries.extend(extra);
+                    }
+                    Err(conflict) => positions.push(Err(conflict)),
+                }
+            }
+            Job::Clearance { execution_id, token } => {
+                sqlx::query("INSERT INTO clearances (execution_id, token) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    .bind(execution_id)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                positions.push(Ok(None));
+            }
         }
     }
+    let refs: Vec<&LogAppend> = entries.iter().collect();
+    let start = append_leaves(&mut tx, &refs, now).await?;
     tx.commit().await.map_err(unavailable)?;
-    Ok(start)
+    Ok(positions
+        .into_iter()
+        .map(|p| p.map(|i| LogIndex(start + i.unwrap_or(0))))
+        .collect())
 }
 
 /// The next free index. Called inside a write transaction, so no other writer can take it.

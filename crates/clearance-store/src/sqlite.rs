@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clearance_core::{
-    KeyHash, KeyRecord, LogAppend, PolicyRecord, PrincipalRecord, Store, StoreError, StoredCheckpoint,
+    ExecutionChange, ExecutionRecord, KeyHash, KeyRecord, LogAppend, PolicyRecord, PrincipalRecord, Revocation, Store,
+    StoreError, StoredCheckpoint,
 };
 use clearance_log::{Hash, NodeId, leaf_hash};
+use clearance_model::execution::{RevocationKind, RevocationRecord};
 use clearance_model::wire::PolicyBundle;
 use clearance_model::{ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, Role, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -90,6 +92,25 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))
+    }
+
+    /// Hand an entry (and its change) to the sequencer and wait until it is durable.
+    async fn sequence(&self, entry: LogAppend, change: Option<ExecutionChange>) -> Result<LogIndex, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let wait = async {
+            self.appends
+                .send(Job::Append { entry, change, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("the log sequencer has stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the log sequencer dropped the append".into()))?
+        };
+        // The sequencer has its own timeout per batch; this bounds queueing as well.
+        match tokio::time::timeout(self.options.append_timeout * 2, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("log append timed out".into())),
+        }
     }
 
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
@@ -235,7 +256,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT p.id, p.roles, p.created_at, k.key_hash FROM api_keys k \
              JOIN principals p ON p.id = k.principal_id \
-             WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL AND p.revoked_at IS NULL",
         )
         .bind(&hash.0[..])
         .fetch_optional(&self.pool)
@@ -446,21 +467,53 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, entry: LogAppend) -> Result<LogIndex, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let wait = async {
-            self.appends
-                .send(Job::Append { entry, reply })
-                .await
-                .map_err(|_| StoreError::Unavailable("the log sequencer has stopped".into()))?;
-            answer
-                .await
-                .map_err(|_| StoreError::Unavailable("the log sequencer dropped the append".into()))?
-        };
-        // The sequencer has its own timeout per batch; this bounds queueing as well.
-        match tokio::time::timeout(self.options.append_timeout * 2, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable("log append timed out".into())),
-        }
+        self.sequence(entry, None).await
+    }
+
+    async fn append_change(&self, entry: LogAppend, change: ExecutionChange) -> Result<LogIndex, StoreError> {
+        self.sequence(entry, Some(change)).await
+    }
+
+    async fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        crate::executions::execution(&mut conn, id.as_str()).await
+    }
+
+    async fn lineage(&self, id: &ExecutionId) -> Result<(Vec<ExecutionRecord>, Vec<ExecutionRecord>), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        crate::executions::lineage(&mut conn, id.as_str()).await
+    }
+
+    async fn revoke(&self, revocation: &Revocation) -> Result<Vec<RevocationRecord>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let (records, entries) = crate::executions::revoke(&mut tx, revocation).await?;
+        let refs: Vec<&LogAppend> = entries.iter().collect();
+        append_leaves(&mut tx, &refs, revocation.time.seconds()).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(records)
+    }
+
+    async fn revocations_since(&self, since: u64, limit: u32) -> Result<Vec<RevocationRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        crate::executions::revocations_since(&mut conn, since, limit).await
+    }
+
+    async fn latest_revocation(&self) -> Result<u64, StoreError> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        u64::try_from(seq).map_err(|_| StoreError::Unavailable("negative revocation seq".into()))
+    }
+
+    async fn is_revoked(&self, kind: RevocationKind, id: &str) -> Result<bool, StoreError> {
+        let hit: Option<i64> = sqlx::query_scalar("SELECT seq FROM revocations WHERE kind = ? AND target = ? LIMIT 1")
+            .bind(kind.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(hit.is_some())
     }
 
     async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError> {

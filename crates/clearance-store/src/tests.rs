@@ -35,6 +35,8 @@ async fn plane(store: &SqliteStore) -> ControlPlane {
             issuer: "http://test".into(),
             default_ttl_seconds: 60,
             max_ttl_seconds: 300,
+            max_lineage_depth: 8,
+            lease_seconds: 30,
         },
     );
     ControlPlane::new(

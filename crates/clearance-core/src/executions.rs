@@ -1,0 +1,458 @@
+//! Executions after their decision (DESIGN.md section 4): start consumes the clearance,
+//! renew re-checks lineage and policy before extending the lease, complete records the
+//! outcome, revoke cascades down the lineage and is pushed to enforcement points.
+
+use clearance_artifact::UnverifiedToken;
+use clearance_model::event::Event;
+use clearance_model::execution::{
+    CompleteRequest, Completed, CompletionStatus, ExecutionState, ExecutionView, Lease, LineageView, RenewRequest,
+    RenewResponse, RevocationKind, RevocationList, RevocationRecord, RevokeRequest, Revoked, StartRequest,
+};
+use clearance_model::{ClearanceClaims, ExecutionId, LogIndex, Role, Timestamp};
+use clearance_policy::{Lineage, PolicyOutcome, PolicyRequest};
+
+use crate::engine::{Caller, ParentCheck, ParentFacts};
+use crate::error::CoreError;
+use crate::service::{ControlPlane, entry, require};
+use crate::store::{ExecutionChange, ExecutionRecord, LogAppend, Revocation, StoreError};
+
+/// Most revocation records one list call returns.
+pub const MAX_REVOCATIONS_PER_PAGE: u32 = 1000;
+/// Longest free-text revocation reason.
+const MAX_REASON_BYTES: usize = 512;
+
+impl ControlPlane {
+    /// Check a clearance this control plane signed: structure, key, signature, issuer.
+    /// Time is the caller's business (start and lineage check it against stored state).
+    pub(crate) fn verify_own(&self, token: &str) -> Result<ClearanceClaims, String> {
+        let parsed = UnverifiedToken::parse(token).map_err(|e| e.to_string())?;
+        let signer = self.engine.signer();
+        if parsed.kid() != signer.kid() {
+            return Err("the clearance was not signed by this control plane's current key".into());
+        }
+        let claims = parsed
+            .verify_signature(&signer.verifying_key())
+            .map_err(|e| e.to_string())?;
+        if claims.iss != self.engine.config().issuer {
+            return Err(format!(
+                "the clearance was issued by `{}`, not by this control plane",
+                claims.iss
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Everything stage 4 needs to know about a parent clearance that takes IO.
+    pub(crate) async fn check_parent(&self, token: Option<&str>, now: Timestamp) -> Result<ParentCheck, CoreError> {
+        let Some(token) = token else {
+            return Ok(ParentCheck::None);
+        };
+        let claims = match self.verify_own(token) {
+            Ok(c) => c,
+            Err(m) => {
+                return Ok(ParentCheck::Invalid(format!(
+                    "the parent clearance does not verify: {m}"
+                )));
+            }
+        };
+        let Some(record) = self.store.execution(&claims.jti).await? else {
+            return Ok(ParentCheck::Invalid(format!(
+                "parent execution `{}` is unknown to this control plane",
+                claims.jti
+            )));
+        };
+        let live_until = match record.state {
+            ExecutionState::Revoked => {
+                return Ok(ParentCheck::Revoked(format!(
+                    "parent execution `{}` was revoked: {}",
+                    record.id,
+                    record.reason.as_deref().unwrap_or("no reason given")
+                )));
+            }
+            ExecutionState::Authorized => record.expires_at,
+            ExecutionState::Started => record.lease_until.unwrap_or(record.expires_at),
+            ExecutionState::Completed | ExecutionState::Failed | ExecutionState::Expired => {
+                return Ok(ParentCheck::Invalid(format!(
+                    "parent execution `{}` has finished ({})",
+                    record.id, record.state
+                )));
+            }
+        };
+        if live_until <= now {
+            return Ok(ParentCheck::Invalid(format!(
+                "parent execution `{}` is no longer live (it ran out at {live_until})",
+                record.id
+            )));
+        }
+        Ok(ParentCheck::Live(Box::new(ParentFacts {
+            claims,
+            live_until,
+            root_principal: record.root_principal,
+        })))
+    }
+
+    /// Consume a clearance: exactly one start ever succeeds for a `jti`, however many
+    /// race. Returns the lease.
+    pub async fn start(&self, caller: &Caller, id: &ExecutionId, req: &StartRequest) -> Result<Lease, CoreError> {
+        require(caller, &[Role::Enforcer])?;
+        let claims = self
+            .verify_own(&req.clearance)
+            .map_err(|m| refused("clearance_invalid", m))?;
+        if &claims.jti != id {
+            return Err(refused(
+                "clearance_invalid",
+                format!("the clearance is for execution `{}`, not `{id}`", claims.jti),
+            ));
+        }
+        let now = self.clock.now();
+        let lease_until = now
+            .plus_seconds(self.lease_for(req.lease_seconds))
+            .min(Timestamp(claims.exp));
+        let event = Event::ExecutionStarted {
+            time: now.seconds(),
+            execution_id: id.clone(),
+            by: caller.id.clone(),
+            lease_expires: lease_until.seconds(),
+        };
+        let change = ExecutionChange::Start {
+            id: id.clone(),
+            now,
+            lease_until,
+        };
+        let log_index = self.append_change(id, event, change).await?;
+        Ok(lease(id, lease_until, log_index))
+    }
+
+    /// Extend a lease after checking, again, the execution, its ancestors and the active
+    /// policy. A "no" is an answer (`renewed: false`), not an error: the executor must stop.
+    pub async fn renew(
+        &self,
+        caller: &Caller,
+        id: &ExecutionId,
+        req: &RenewRequest,
+    ) -> Result<RenewResponse, CoreError> {
+        require(caller, &[Role::Enforcer])?;
+        let now = self.clock.now();
+        let record = self
+            .store
+            .execution(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("execution `{id}`")))?;
+        match record.state {
+            ExecutionState::Started => {}
+            ExecutionState::Revoked => {
+                return Ok(stop("execution_revoked", record.reason.unwrap_or_default()));
+            }
+            ExecutionState::Authorized => {
+                return Err(refused("not_started", format!("execution `{id}` was never started")));
+            }
+            ExecutionState::Completed | ExecutionState::Failed | ExecutionState::Expired => {
+                return Ok(stop("execution_finished", format!("execution `{id}` has finished")));
+            }
+        }
+        if record.lease_until.is_none_or(|l| l <= now) {
+            return Ok(stop(
+                "lease_expired",
+                format!("the lease of execution `{id}` ran out before this renewal"),
+            ));
+        }
+        let (ancestors, _) = self.store.lineage(id).await?;
+        if let Some(a) = ancestors.iter().find(|a| a.state == ExecutionState::Revoked) {
+            // The cascade marks descendants at revocation time; this catches a child
+            // recorded in the same instant.
+            let why = format!("ancestor execution `{}` was revoked", a.id);
+            self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
+                .await?;
+            return Ok(stop("parent_revoked", why));
+        }
+        if let Some((code, why)) = self.still_allowed(&record, now) {
+            let why = format!("the active policy no longer allows this execution: {why}");
+            self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
+                .await?;
+            return Ok(stop(code, why));
+        }
+        let lease_until = now.plus_seconds(self.lease_for(req.lease_seconds));
+        let event = Event::ExecutionRenewed {
+            time: now.seconds(),
+            execution_id: id.clone(),
+            by: caller.id.clone(),
+            lease_expires: lease_until.seconds(),
+        };
+        let change = ExecutionChange::Renew {
+            id: id.clone(),
+            now,
+            lease_until,
+        };
+        match self.append_change(id, event, change).await {
+            Ok(log_index) => Ok(RenewResponse {
+                renewed: true,
+                lease: Some(lease(id, lease_until, log_index)),
+                reason: None,
+                message: None,
+            }),
+            // Revoked or finished between the read above and the write.
+            Err(CoreError::Refused { code, message }) => Ok(stop(code, message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `None` if the active policy still permits the stored request; else the deny
+    /// reason's code and a message.
+    fn still_allowed(&self, r: &ExecutionRecord, now: Timestamp) -> Option<(&'static str, String)> {
+        let Some(policy) = self.active() else {
+            return Some(("no_active_policy", "no policy version is active".into()));
+        };
+        let outcome = policy.evaluate(&PolicyRequest {
+            principal: r.principal.as_str(),
+            action: &r.action,
+            resource: &r.resource,
+            arguments: &r.arguments,
+            context: &r.context,
+            request_time: now.seconds(),
+            lineage: Lineage {
+                depth: r.depth,
+                root: r.root_principal.as_str(),
+            },
+        });
+        match outcome {
+            PolicyOutcome::Permit { .. } => None,
+            PolicyOutcome::NotPermitted => Some(("policy_denied", "no policy permits it".into())),
+            PolicyOutcome::Forbidden { policies } => {
+                Some(("policy_forbidden", format!("forbidden by {}", policies.join(", "))))
+            }
+            PolicyOutcome::EvaluationError { message, .. } => Some(("policy_error", message)),
+            PolicyOutcome::InvalidRequest { message } => Some(("invalid_request", message)),
+        }
+    }
+
+    /// Record how an execution ended. A revoked execution that was started may still
+    /// report how it stopped.
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        id: &ExecutionId,
+        req: &CompleteRequest,
+    ) -> Result<Completed, CoreError> {
+        require(caller, &[Role::Enforcer])?;
+        let now = self.clock.now();
+        let state = match req.status {
+            CompletionStatus::Succeeded => ExecutionState::Completed,
+            CompletionStatus::Failed | CompletionStatus::Stopped => ExecutionState::Failed,
+        };
+        let event = Event::ExecutionCompleted {
+            time: now.seconds(),
+            execution_id: id.clone(),
+            by: caller.id.clone(),
+            status: req.status,
+            exit_code: req.exit_code,
+            output_digest: req.output_digest,
+        };
+        let change = ExecutionChange::Complete {
+            id: id.clone(),
+            state,
+            exit_code: req.exit_code,
+        };
+        let log_index = self.append_change(id, event, change).await?;
+        let state = match self.store.execution(id).await? {
+            Some(r) => r.state,
+            None => state,
+        };
+        Ok(Completed {
+            execution_id: id.clone(),
+            state,
+            log_index,
+        })
+    }
+
+    async fn append_change(
+        &self,
+        id: &ExecutionId,
+        event: Event,
+        change: ExecutionChange,
+    ) -> Result<LogIndex, CoreError> {
+        let append = LogAppend {
+            entry: entry(&event)?,
+            execution: Some(id.clone()),
+        };
+        match self.store.append_change(append, change).await {
+            Ok(i) => Ok(i),
+            Err(StoreError::Conflict(state)) => Err(match ExecutionState::parse(&state) {
+                Some(ExecutionState::Started | ExecutionState::Completed | ExecutionState::Failed) => {
+                    refused("replayed", format!("execution `{id}` was already started ({state})"))
+                }
+                Some(ExecutionState::Revoked) => refused("execution_revoked", format!("execution `{id}` was revoked")),
+                Some(ExecutionState::Authorized) => refused(
+                    "execution_expired",
+                    format!("the clearance of execution `{id}` has expired"),
+                ),
+                Some(ExecutionState::Expired) | None => {
+                    refused("execution_expired", format!("execution `{id}` is {state}"))
+                }
+            }),
+            Err(StoreError::NotFound(what)) => Err(CoreError::NotFound(what)),
+            Err(StoreError::Unavailable(why)) => Err(CoreError::AuditUnavailable(why)),
+        }
+    }
+
+    fn lease_for(&self, asked: Option<u64>) -> u64 {
+        let max = self.engine.config().lease_seconds;
+        asked.map_or(max, |a| a.clamp(1, max))
+    }
+
+    /// Revoke an execution (and its subtree), a principal (its keys and executions) or a
+    /// signing key (every clearance it signed). Admin only.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        kind: RevocationKind,
+        id: &str,
+        req: &RevokeRequest,
+    ) -> Result<Revoked, CoreError> {
+        require(caller, &[Role::Admin])?;
+        let reason = match req.reason.as_deref().map(str::trim) {
+            Some(r) if r.len() > MAX_REASON_BYTES => {
+                return Err(CoreError::InvalidRequest(format!(
+                    "`reason` is longer than {MAX_REASON_BYTES} bytes"
+                )));
+            }
+            Some(r) if !r.is_empty() => r.to_owned(),
+            _ => format!("revoked by `{}`", caller.id),
+        };
+        if id.is_empty() || id.len() > 256 {
+            return Err(CoreError::InvalidRequest(
+                "the id to revoke must be 1 to 256 bytes".into(),
+            ));
+        }
+        let revocations = self.revoke_internal(caller, kind, id, &reason).await?;
+        Ok(Revoked { revocations })
+    }
+
+    async fn revoke_internal(
+        &self,
+        caller: &Caller,
+        kind: RevocationKind,
+        id: &str,
+        reason: &str,
+    ) -> Result<Vec<RevocationRecord>, CoreError> {
+        let revocation = Revocation {
+            kind,
+            id: id.to_owned(),
+            by: caller.id.clone(),
+            reason: reason.to_owned(),
+            time: self.clock.now(),
+        };
+        let records = self.store.revoke(&revocation).await.map_err(|e| match e {
+            StoreError::Unavailable(why) => CoreError::AuditUnavailable(why),
+            other => other.into(),
+        })?;
+        if let Some(last) = records.last() {
+            self.revocations.send_if_modified(|seq| {
+                let newer = last.seq > *seq;
+                if newer {
+                    *seq = last.seq;
+                }
+                newer
+            });
+        }
+        if kind == RevocationKind::SigningKey && id == self.engine.signer().kid() {
+            tracing::error!(
+                kid = id,
+                "the clearance signing key was revoked: no clearance will be issued until it is replaced"
+            );
+        }
+        Ok(records)
+    }
+
+    /// Revocation records after `since`, for enforcement points catching up.
+    pub async fn revocations(
+        &self,
+        caller: &Caller,
+        since: u64,
+        limit: Option<u32>,
+    ) -> Result<RevocationList, CoreError> {
+        require(caller, &[Role::Enforcer, Role::Admin, Role::Auditor])?;
+        let limit = limit
+            .unwrap_or(MAX_REVOCATIONS_PER_PAGE)
+            .clamp(1, MAX_REVOCATIONS_PER_PAGE);
+        let latest = self.store.latest_revocation().await?;
+        let revocations = self.store.revocations_since(since, limit).await?;
+        Ok(RevocationList { revocations, latest })
+    }
+
+    /// The latest revocation sequence number; changes whenever a revocation commits.
+    pub fn watch_revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Is the key that signs clearances revoked? Then nothing is issued.
+    pub(crate) async fn signing_key_revoked(&self) -> Result<bool, CoreError> {
+        Ok(self
+            .store
+            .is_revoked(RevocationKind::SigningKey, self.engine.signer().kid())
+            .await?)
+    }
+
+    pub async fn lineage(&self, caller: &Caller, id: &ExecutionId) -> Result<LineageView, CoreError> {
+        require(caller, &[Role::Admin, Role::Auditor, Role::Enforcer])?;
+        let now = self.clock.now();
+        let record = self
+            .store
+            .execution(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("execution `{id}`")))?;
+        let (ancestors, descendants) = self.store.lineage(id).await?;
+        Ok(LineageView {
+            execution: view(record, now),
+            ancestors: ancestors.into_iter().map(|r| view(r, now)).collect(),
+            descendants: descendants.into_iter().map(|r| view(r, now)).collect(),
+        })
+    }
+}
+
+fn refused(code: &'static str, message: impl Into<String>) -> CoreError {
+    CoreError::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+fn stop(code: &'static str, message: String) -> RenewResponse {
+    RenewResponse {
+        renewed: false,
+        lease: None,
+        reason: Some(code.to_owned()),
+        message: Some(message),
+    }
+}
+
+fn lease(id: &ExecutionId, until: Timestamp, log_index: LogIndex) -> Lease {
+    Lease {
+        execution_id: id.clone(),
+        lease_expires: until.seconds(),
+        lease_expires_at: until.to_rfc3339(),
+        log_index,
+    }
+}
+
+/// The state as seen now: an authorized clearance past its expiry, or a started
+/// execution past its lease, is expired.
+fn view(r: ExecutionRecord, now: Timestamp) -> ExecutionView {
+    let state = match r.state {
+        ExecutionState::Authorized if r.expires_at <= now => ExecutionState::Expired,
+        ExecutionState::Started if r.lease_until.is_none_or(|l| l <= now) => ExecutionState::Expired,
+        s => s,
+    };
+    ExecutionView {
+        execution_id: r.id,
+        parent: r.parent,
+        principal: r.principal,
+        depth: r.depth,
+        action: r.action,
+        resource: r.resource,
+        state,
+        expires_at: r.expires_at.to_rfc3339(),
+        lease_expires_at: r.lease_until.map(Timestamp::to_rfc3339),
+        exit_code: r.exit_code,
+        reason: r.reason,
+    }
+}
