@@ -1,9 +1,21 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "runtime")]
+pub mod client;
 mod evidence;
+#[cfg(feature = "runtime")]
+pub mod exec;
+mod gate;
+#[cfg(feature = "runtime")]
+pub mod proxy;
+mod state;
 mod verify;
 
+#[cfg(feature = "runtime")]
+pub use client::{CallError, ClientOptions, ControlPlaneClient};
 pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, verify_evidence};
+pub use gate::Gate;
+pub use state::{ReplayCache, RevocationView};
 pub use verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
 
 #[cfg(test)]

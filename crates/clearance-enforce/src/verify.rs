@@ -35,6 +35,14 @@ pub enum VerifyError {
     ArgumentsMismatch { got: Digest, want: Digest },
     #[error("arguments cannot be digested: {0}")]
     Arguments(String),
+    #[error("clearance is revoked: {0}")]
+    Revoked(String),
+    #[error("the revocation view is {age_seconds} s old, past its bound of {bound_seconds} s: refusing everything")]
+    RevocationViewStale { age_seconds: u64, bound_seconds: u64 },
+    #[error("clearance `{jti}` was already used")]
+    Replayed { jti: String },
+    #[error("replay cache: {0}")]
+    ReplayCache(String),
 }
 
 impl VerifyError {
@@ -55,6 +63,10 @@ impl VerifyError {
             Self::ResourceMismatch { .. } => "resource_mismatch",
             Self::ArgumentsMismatch { .. } => "arguments_mismatch",
             Self::Arguments(_) => "arguments_invalid",
+            Self::Revoked(_) => "revoked",
+            Self::RevocationViewStale { .. } => "revocation_view_stale",
+            Self::Replayed { .. } => "replayed",
+            Self::ReplayCache(_) => "replay_cache_unavailable",
         }
     }
 }
@@ -95,11 +107,17 @@ impl<'a> ExpectedCall<'a> {
 #[derive(Debug, Clone)]
 pub struct VerifiedClearance {
     claims: ClearanceClaims,
+    kid: String,
 }
 
 impl VerifiedClearance {
     pub fn claims(&self) -> &ClearanceClaims {
         &self.claims
+    }
+
+    /// The signing key's id.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 }
 
@@ -130,10 +148,15 @@ impl Verifier {
         self
     }
 
+    /// Clock leeway, in seconds, on `nbf` and `exp`.
+    pub fn leeway(&self) -> u64 {
+        self.leeway
+    }
+
     /// Every check that needs no server state, in order: structure, header, key,
     /// signature, issuer, audience, time window, then the exact call.
     pub fn verify(&self, token: &str, call: &ExpectedCall<'_>, now: i64) -> Result<VerifiedClearance, VerifyError> {
-        let claims = self.verify_token(token, now)?;
+        let (claims, kid) = self.verify_token(token, now)?;
         if claims.act != call.action {
             return Err(VerifyError::ActionMismatch {
                 got: claims.act,
@@ -152,16 +175,16 @@ impl Verifier {
                 want: call.arguments,
             });
         }
-        Ok(VerifiedClearance { claims })
+        Ok(VerifiedClearance { claims, kid })
     }
 
     /// The checks that do not depend on the call: for inspecting a clearance (the CLI's
     /// `verify` without `--action`). The claims returned authorize nothing.
     pub fn inspect(&self, token: &str, now: i64) -> Result<ClearanceClaims, VerifyError> {
-        self.verify_token(token, now)
+        self.verify_token(token, now).map(|(claims, _)| claims)
     }
 
-    fn verify_token(&self, token: &str, now: i64) -> Result<ClearanceClaims, VerifyError> {
+    fn verify_token(&self, token: &str, now: i64) -> Result<(ClearanceClaims, String), VerifyError> {
         let parsed = UnverifiedToken::parse(token)?;
         let key = self.jwks.find(parsed.kid()).map_err(|_| VerifyError::UnknownKey {
             kid: parsed.kid().chars().take(64).collect(),
@@ -194,6 +217,6 @@ impl Verifier {
                 leeway: self.leeway,
             });
         }
-        Ok(claims)
+        Ok((claims, parsed.kid().to_owned()))
     }
 }

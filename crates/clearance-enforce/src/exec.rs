@@ -1,0 +1,366 @@
+//! The `exec` wrapper: run one command under a clearance. It is spawned only after the
+//! clearance verified locally and the control plane consumed it; it runs in its own
+//! process group, which is killed when a renewal says no or the lease runs out; its exit
+//! status, stdout and stderr pass through untouched.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clearance_model::execution::{CompleteRequest, CompletionStatus, Lease, RenewRequest, StartRequest};
+use clearance_model::wire::AuthorizeRequest;
+use clearance_model::{Decision, Digest, ExecutionId, ResourceRef, Timestamp};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::time::Instant;
+
+use crate::client::{CallError, ControlPlaneClient};
+use crate::gate::Gate;
+use crate::verify::ExpectedCall;
+
+/// Exit codes of `clearance exec` when Clearance, not the command, decides. The
+/// command's own exit code passes through; a command killed by signal N exits 128+N.
+pub mod exit {
+    /// The control plane denied the request; nothing ran.
+    pub const DENIED: i32 = 120;
+    /// The clearance was refused (local verification, replay, revoked, start refused); nothing ran.
+    pub const REFUSED: i32 = 121;
+    /// The control plane could not be reached or answered nonsense; nothing ran.
+    pub const UNAVAILABLE: i32 = 122;
+    /// The command was running and was stopped: revoked, or the lease could not be renewed.
+    pub const STOPPED: i32 = 123;
+    /// Clearance's own error (bad flags, unreadable files).
+    pub const ERROR: i32 = 125;
+    /// The command exists but could not be executed.
+    pub const NOT_EXECUTABLE: i32 = 126;
+    /// The command was not found.
+    pub const NOT_FOUND: i32 = 127;
+}
+
+/// What to run and what to ask for.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// argv; the first element is the program.
+    pub command: Vec<String>,
+    pub action: String,
+    pub resource: ResourceRef,
+    pub arguments: serde_json::Value,
+    pub context: serde_json::Value,
+    pub environment: Option<String>,
+    pub parent: Option<String>,
+    pub ttl_seconds: Option<u64>,
+    pub lease_seconds: Option<u64>,
+    /// A clearance obtained beforehand; then no authorize call is made.
+    pub clearance: Option<String>,
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// The command ran to its end (or was stopped: `stopped` says why).
+    Ran {
+        execution_id: ExecutionId,
+        code: Option<i32>,
+        signal: Option<i32>,
+        stopped: Option<String>,
+        output_digest: Digest,
+    },
+    /// The control plane said no; nothing was spawned.
+    Denied {
+        code: String,
+        message: String,
+        execution_id: Option<ExecutionId>,
+    },
+    /// The clearance did not pass; nothing was spawned.
+    Refused { code: String, message: String },
+    /// The control plane was unreachable or misbehaved; nothing was spawned.
+    Unavailable(String),
+    /// The execution was started but the program could not be spawned.
+    SpawnFailed { not_found: bool, message: String },
+}
+
+impl ExecOutcome {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Ran { stopped: Some(_), .. } => exit::STOPPED,
+            Self::Ran { code: Some(c), .. } => *c,
+            Self::Ran { signal: Some(s), .. } => 128 + s,
+            Self::Ran { .. } => exit::ERROR,
+            Self::Denied { .. } => exit::DENIED,
+            Self::Refused { .. } => exit::REFUSED,
+            Self::Unavailable(_) => exit::UNAVAILABLE,
+            Self::SpawnFailed { not_found: true, .. } => exit::NOT_FOUND,
+            Self::SpawnFailed { .. } => exit::NOT_EXECUTABLE,
+        }
+    }
+}
+
+/// The arguments `exec` asks for by default: the argv and the working directory, so
+/// policies can constrain the command line.
+pub fn default_arguments(command: &[String]) -> serde_json::Value {
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    serde_json::json!({ "argv": command, "cwd": cwd })
+}
+
+/// Grace between SIGTERM and SIGKILL when stopping a command.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything `run` talks to.
+#[derive(Debug)]
+pub struct Exec<'a> {
+    /// Asks for the clearance (not needed with `ExecRequest::clearance`).
+    pub agent: Option<&'a ControlPlaneClient>,
+    /// Starts, renews and completes the execution.
+    pub enforcer: &'a ControlPlaneClient,
+    pub gate: &'a Gate,
+}
+
+impl Exec<'_> {
+    pub async fn run(&self, req: &ExecRequest) -> ExecOutcome {
+        let Some(program) = req.command.first() else {
+            return ExecOutcome::Refused {
+                code: "invalid_request".into(),
+                message: "no command given".into(),
+            };
+        };
+        let token = match &req.clearance {
+            Some(t) => t.clone(),
+            None => match self.authorize(req).await {
+                Ok(t) => t,
+                Err(outcome) => return outcome,
+            },
+        };
+        let call = match ExpectedCall::new(&req.action, &req.resource, &req.arguments) {
+            Ok(c) => c,
+            Err(e) => {
+                return ExecOutcome::Refused {
+                    code: e.code().into(),
+                    message: e.to_string(),
+                };
+            }
+        };
+        let verified = match self.gate.admit(&token, &call, Timestamp::now().seconds()) {
+            Ok(v) => v,
+            Err(e) => {
+                return ExecOutcome::Refused {
+                    code: e.code().into(),
+                    message: e.to_string(),
+                };
+            }
+        };
+        let id = verified.claims().jti.clone();
+        let start = StartRequest {
+            clearance: token,
+            lease_seconds: req.lease_seconds,
+        };
+        let lease = match self.enforcer.start(&id, &start).await {
+            Ok(l) => l,
+            Err(CallError::Unavailable(m)) => return ExecOutcome::Unavailable(m),
+            Err(CallError::Refused { code, message, .. }) => return ExecOutcome::Refused { code, message },
+        };
+        let spawned = tokio::process::Command::new(program)
+            .args(&req.command[1..])
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                self.complete(&id, CompletionStatus::Failed, None, None).await;
+                return ExecOutcome::SpawnFailed {
+                    not_found: e.kind() == std::io::ErrorKind::NotFound,
+                    message: format!("cannot run `{program}`: {e}"),
+                };
+            }
+        };
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+        let stdout = child.stdout.take().map(|o| tokio::spawn(pump(o, tokio::io::stdout())));
+        let stderr = child.stderr.take().map(|e| tokio::spawn(pump(e, tokio::io::stderr())));
+
+        let (status, stopped) = self.supervise(&mut child, pgid, &id, &lease, req.lease_seconds).await;
+        // The execution is over: nothing it started may outlive it in its group.
+        if let Some(pg) = pgid {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+        let digest = match stdout {
+            Some(h) => h.await.ok().and_then(Result::ok).unwrap_or_else(|| Digest::of(b"")),
+            None => Digest::of(b""),
+        };
+        if let Some(h) = stderr {
+            let _ = h.await;
+        }
+        let (code, signal) = match &status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(_) => (None, None),
+        };
+        let completion = match (&stopped, code) {
+            (Some(_), _) => CompletionStatus::Stopped,
+            (None, Some(0)) => CompletionStatus::Succeeded,
+            (None, _) => CompletionStatus::Failed,
+        };
+        self.complete(&id, completion, code, Some(digest)).await;
+        ExecOutcome::Ran {
+            execution_id: id,
+            code,
+            signal,
+            stopped,
+            output_digest: digest,
+        }
+    }
+
+    async fn authorize(&self, req: &ExecRequest) -> Result<String, ExecOutcome> {
+        let Some(agent) = self.agent else {
+            return Err(ExecOutcome::Refused {
+                code: "invalid_request".into(),
+                message: "no clearance given and no agent key to ask for one".into(),
+            });
+        };
+        let ask = AuthorizeRequest {
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            arguments: req.arguments.clone(),
+            context: req.context.clone(),
+            environment: req.environment.clone(),
+            parent: req.parent.clone(),
+            ttl_seconds: req.ttl_seconds,
+            delegate: None,
+        };
+        match agent.authorize(&ask).await {
+            Ok(r) if r.decision == Decision::Allow => r
+                .clearance
+                .ok_or_else(|| ExecOutcome::Unavailable("an allow decision came without a clearance".into())),
+            Ok(r) => Err(ExecOutcome::Denied {
+                code: r
+                    .reasons
+                    .first()
+                    .map_or_else(|| "denied".to_owned(), |r| r.as_str().to_owned()),
+                message: r.message.unwrap_or_default(),
+                execution_id: Some(r.execution_id),
+            }),
+            Err(CallError::Unavailable(m)) => Err(ExecOutcome::Unavailable(m)),
+            Err(CallError::Refused { code, message, .. }) => Err(ExecOutcome::Denied {
+                code,
+                message,
+                execution_id: None,
+            }),
+        }
+    }
+
+    /// Wait for the child while keeping the lease alive. Returns its status and, if it
+    /// had to be stopped, why.
+    async fn supervise(
+        &self,
+        child: &mut tokio::process::Child,
+        pgid: Option<Pid>,
+        id: &ExecutionId,
+        lease: &Lease,
+        lease_seconds: Option<u64>,
+    ) -> (std::io::Result<std::process::ExitStatus>, Option<String>) {
+        let (mut deadline, mut period) = local_deadline(lease);
+        let mut next_renew = Instant::now() + period / 3;
+        loop {
+            tokio::select! {
+                status = child.wait() => return (status, None),
+                () = tokio::time::sleep_until(next_renew.min(deadline)) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = "the lease ran out before it could be renewed".to_owned();
+                return (stop(child, pgid).await, Some(why));
+            }
+            let renewal =
+                tokio::time::timeout(deadline - now, self.enforcer.renew(id, &RenewRequest { lease_seconds })).await;
+            match renewal {
+                Ok(Ok(r)) if r.renewed => {
+                    if let Some(l) = &r.lease {
+                        (deadline, period) = local_deadline(l);
+                    }
+                    next_renew = Instant::now() + period / 3;
+                }
+                Ok(Ok(r)) => {
+                    let why = format!(
+                        "{}: {}",
+                        r.reason.as_deref().unwrap_or("renewal refused"),
+                        r.message.as_deref().unwrap_or("")
+                    );
+                    return (stop(child, pgid).await, Some(why));
+                }
+                Ok(Err(CallError::Refused { code, message, .. })) => {
+                    return (stop(child, pgid).await, Some(format!("{code}: {message}")));
+                }
+                // Unreachable or slow: try again soon, until the lease runs out.
+                Ok(Err(CallError::Unavailable(m))) => {
+                    tracing::warn!(error = %m, "lease renewal failed; retrying");
+                    next_renew = Instant::now() + Duration::from_millis(500);
+                }
+                Err(_) => next_renew = Instant::now(),
+            }
+        }
+    }
+
+    /// Best effort: the run's outcome is reported; failing to report it does not change it.
+    async fn complete(&self, id: &ExecutionId, status: CompletionStatus, code: Option<i32>, digest: Option<Digest>) {
+        let req = CompleteRequest {
+            status,
+            exit_code: code,
+            output_digest: digest,
+        };
+        if let Err(e) = self.enforcer.complete(id, &req).await {
+            tracing::warn!(execution_id = %id, error = %e, "could not report the execution's completion");
+        }
+    }
+}
+
+/// The local instant to stop at, a safety margin before the lease's end, and the lease
+/// length (renewals happen every third of it).
+fn local_deadline(lease: &Lease) -> (Instant, Duration) {
+    let remaining = lease.lease_expires.saturating_sub(Timestamp::now().seconds());
+    let remaining = Duration::from_secs(u64::try_from(remaining).unwrap_or(0));
+    // Lease ends are whole seconds: keep a margin so the process is gone before it.
+    let margin = (remaining / 4).min(Duration::from_secs(1));
+    let usable = remaining.saturating_sub(margin).max(Duration::from_millis(200));
+    (Instant::now() + usable, usable)
+}
+
+/// SIGTERM the process group, SIGKILL it after a grace period, and reap the child.
+async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(pg) = pgid {
+        let _ = killpg(pg, Signal::SIGTERM);
+    }
+    match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            if let Some(pg) = pgid {
+                let _ = killpg(pg, Signal::SIGKILL);
+            }
+            child.kill().await.ok();
+            child.wait().await
+        }
+    }
+}
+
+/// Copy everything from `from` to `to` as it arrives, and return the SHA-256 of it.
+async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) -> std::io::Result<Digest> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out_open = true;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        // If our own output closed, keep draining (and hashing) so the child is not
+        // blocked, but stop writing.
+        if out_open && (to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err()) {
+            out_open = false;
+        }
+    }
+    Ok(Digest::from_bytes(hasher.finalize().into()))
+}

@@ -1,0 +1,52 @@
+//! The whole local check an enforcement point makes before it lets a call through:
+//! signature and binding, revocation view, replay cache, in that order.
+
+use std::sync::Arc;
+
+use crate::state::{ReplayCache, RevocationView};
+use crate::verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
+
+#[derive(Debug)]
+pub struct Gate {
+    verifier: Verifier,
+    replay: ReplayCache,
+    revocations: Option<Arc<RevocationView>>,
+}
+
+impl Gate {
+    /// Without a revocation view, revocation is left to the control plane's `start`
+    /// (which checks it atomically): right for a one-shot executor such as `exec`, which
+    /// cannot start anything without the control plane anyway.
+    pub fn new(verifier: Verifier, replay: ReplayCache, revocations: Option<Arc<RevocationView>>) -> Self {
+        Self {
+            verifier,
+            replay,
+            revocations,
+        }
+    }
+
+    pub fn revocations(&self) -> Option<&Arc<RevocationView>> {
+        self.revocations.as_ref()
+    }
+
+    pub fn replay_cache(&self) -> &ReplayCache {
+        &self.replay
+    }
+
+    /// Verify `token` for exactly `call`, refuse it if revoked (or if the revocation
+    /// view is stale), then consume it. A clearance admitted once is never admitted
+    /// again by this gate, even across restarts.
+    pub fn admit(&self, token: &str, call: &ExpectedCall<'_>, now: i64) -> Result<VerifiedClearance, VerifyError> {
+        let verified = self.verifier.verify(token, call, now)?;
+        if let Some(view) = &self.revocations {
+            view.check(verified.claims(), verified.kid())?;
+        }
+        // Kept as long as the verifier would still accept the clearance.
+        let keep_until = verified
+            .claims()
+            .exp
+            .saturating_add(i64::try_from(self.verifier.leeway()).unwrap_or(i64::MAX));
+        self.replay.consume(verified.claims().jti.as_str(), keep_until, now)?;
+        Ok(verified)
+    }
+}
