@@ -20,7 +20,9 @@ Exit codes:
   3  denied: the control plane decided `deny`
   4  rejected: a clearance, an evidence bundle or the log did not verify
   5  not authenticated or not authorized (invalid_api_key, unauthorized_role, rate_limited)
-  6  unavailable: the control plane cannot be reached, or cannot record decisions";
+  6  unavailable: the control plane cannot be reached, or cannot record decisions
+`clearance exec` passes its command's exit code through and uses 120-127 for its own
+outcomes (see `clearance exec --help`).";
 
 /// Clearance: pre-execution authorization for AI agents.
 ///
@@ -38,7 +40,11 @@ enum Command {
     Serve(command::serve::Args),
     Init(command::init::Args),
     Authorize(command::authorize::Args),
+    Exec(command::exec::Args),
+    Proxy(command::proxy::Args),
     Verify(command::verify::Args),
+    Revoke(command::revoke::Args),
+    Lineage(command::lineage::Args),
     #[command(subcommand)]
     Policy(command::policy::Command),
     #[command(subcommand)]
@@ -64,7 +70,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => command::serve::run(args).await,
             Command::Init(args) => command::init::run(args).await,
             Command::Authorize(args) => command::authorize::run(args).await,
+            Command::Exec(args) => command::exec::run(args).await,
+            Command::Proxy(args) => command::proxy::run(args).await,
             Command::Verify(args) => command::verify::run(args).await,
+            Command::Revoke(args) => command::revoke::run(args).await,
+            Command::Lineage(args) => command::lineage::run(args).await,
             Command::Policy(cmd) => command::policy::run(cmd).await,
             Command::Principal(cmd) => command::principal::run(cmd).await,
             Command::Key(cmd) => command::key::run(cmd).await,

@@ -14,6 +14,8 @@ pub enum Failure {
     /// The control plane cannot be reached or cannot record decisions.
     Unavailable(String),
     Error(anyhow::Error),
+    /// Exit with this code, having reported already (`exec` passes the command's on).
+    Exit(i32),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -25,6 +27,7 @@ impl From<anyhow::Error> for Failure {
 pub(crate) fn report(failure: Failure) -> ExitCode {
     let (code, message) = match failure {
         Failure::Denied => return ExitCode::from(3),
+        Failure::Exit(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Failure::Rejected(m) => (4, m),
         Failure::Unauthorized(m) => (5, m),
         Failure::Unavailable(m) => (6, m),

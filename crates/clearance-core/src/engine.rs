@@ -47,7 +47,10 @@ pub enum ParentCheck {
     /// The parent does not verify, is unknown, or is no longer live.
     Invalid(String),
     /// The parent (or an ancestor) was revoked.
-    Revoked(String),
+    Revoked {
+        parent: ExecutionId,
+        message: String,
+    },
     Live(Box<ParentFacts>),
 }
 
@@ -103,6 +106,18 @@ impl Verdict {
 pub struct DecisionEngine {
     signer: ClearanceSigner,
     config: EngineConfig,
+}
+
+impl ParentCheck {
+    /// The parent execution, when its clearance verified (recorded with the decision,
+    /// allow or deny).
+    pub fn parent_id(&self) -> Option<&ExecutionId> {
+        match self {
+            Self::Live(f) => Some(&f.claims.jti),
+            Self::Revoked { parent, .. } => Some(parent),
+            Self::None | Self::Invalid(_) => None,
+        }
+    }
 }
 
 impl DecisionEngine {
@@ -251,7 +266,7 @@ impl DecisionEngine {
                 ));
             }
             (ParentCheck::Invalid(m), _) => return Err((DenyReason::ParentInvalid, m.clone())),
-            (ParentCheck::Revoked(m), _) => return Err((DenyReason::ParentRevoked, m.clone())),
+            (ParentCheck::Revoked { message, .. }, _) => return Err((DenyReason::ParentRevoked, message.clone())),
             (ParentCheck::Live(facts), Some(_)) => facts,
             (ParentCheck::None | ParentCheck::Live(_), _) => {
                 return Err((

@@ -63,11 +63,14 @@ impl ControlPlane {
         };
         let live_until = match record.state {
             ExecutionState::Revoked => {
-                return Ok(ParentCheck::Revoked(format!(
-                    "parent execution `{}` was revoked: {}",
-                    record.id,
-                    record.reason.as_deref().unwrap_or("no reason given")
-                )));
+                return Ok(ParentCheck::Revoked {
+                    message: format!(
+                        "parent execution `{}` was revoked: {}",
+                        record.id,
+                        record.reason.as_deref().unwrap_or("no reason given")
+                    ),
+                    parent: record.id,
+                });
             }
             ExecutionState::Authorized => record.expires_at,
             ExecutionState::Started => record.lease_until.unwrap_or(record.expires_at),

@@ -215,7 +215,7 @@ impl ControlPlane {
                 .environment
                 .as_deref()
                 .map(|e| truncate(e, clearance_model::limits::MAX_ENVIRONMENT_BYTES)),
-            parent: verdict.placement.as_ref().and_then(|p| p.parent.clone()),
+            parent: parent.parent_id().cloned(),
             decision: verdict.decision,
             reasons: verdict.reasons.clone(),
             policies: verdict.policies.clone(),

@@ -356,7 +356,13 @@ fn lineage_stage_narrows_authority() {
     );
     // Parent problems found by the control plane keep their own reasons.
     assert_eq!(
-        reasons(&ParentCheck::Revoked("gone".into()), &child(&|_| {})),
+        reasons(
+            &ParentCheck::Revoked {
+                parent: ExecutionId::random().unwrap(),
+                message: "gone".into()
+            },
+            &child(&|_| {})
+        ),
         vec![DenyReason::ParentRevoked]
     );
     assert_eq!(

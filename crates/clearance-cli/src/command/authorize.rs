@@ -1,6 +1,7 @@
 //! `clearance authorize`: ask for a clearance.
 
 use anyhow::Context as _;
+use clearance_model::execution::Delegation;
 use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse};
 use clearance_model::{Decision, ResourceRef};
 
@@ -29,6 +30,21 @@ pub(crate) struct Args {
     /// Wanted lifetime in seconds.
     #[arg(long)]
     ttl: Option<u64>,
+    /// Parent clearance: ask for a child execution within the parent's delegable scope.
+    #[arg(long, env = "CLEARANCE_PARENT", hide_env_values = true)]
+    parent: Option<String>,
+    /// Let the holder delegate these actions to children (repeatable; comma-separated).
+    #[arg(long = "delegate-action", value_delimiter = ',')]
+    delegate_actions: Vec<String>,
+    /// Resources children may act on, as TYPE/ID [default: this request's resource].
+    #[arg(long = "delegate-resource", value_parser = parse_resource)]
+    delegate_resources: Vec<ResourceRef>,
+    /// Longest lifetime, in seconds, a child clearance may have.
+    #[arg(long)]
+    delegate_ttl: Option<u64>,
+    /// How many generations below may exist (1: children only).
+    #[arg(long, default_value_t = 1)]
+    delegate_depth: u32,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -53,9 +69,14 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         arguments: parse_object("args", &args.args)?,
         context: parse_object("context", &args.context)?,
         environment: args.environment,
-        parent: None,
+        parent: args.parent,
         ttl_seconds: args.ttl,
-        delegate: None,
+        delegate: (!args.delegate_actions.is_empty()).then(|| Delegation {
+            actions: args.delegate_actions,
+            resources: (!args.delegate_resources.is_empty()).then_some(args.delegate_resources),
+            ttl_seconds: args.delegate_ttl,
+            depth: args.delegate_depth,
+        }),
     };
     let client = Client::new(&args.client)?;
     let response: AuthorizeResponse = client.post("/v1/authorize", &request).await?;

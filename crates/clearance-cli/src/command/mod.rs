@@ -1,9 +1,14 @@
 pub(crate) mod authorize;
+pub(crate) mod enforcer;
 pub(crate) mod evidence;
+pub(crate) mod exec;
 pub(crate) mod init;
 pub(crate) mod key;
+pub(crate) mod lineage;
 pub(crate) mod log;
 pub(crate) mod policy;
 pub(crate) mod principal;
+pub(crate) mod proxy;
+pub(crate) mod revoke;
 pub(crate) mod serve;
 pub(crate) mod verify;

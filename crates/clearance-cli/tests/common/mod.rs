@@ -210,3 +210,163 @@ impl Drop for Server {
 pub fn refund(amount: i64) -> Value {
     json!({"amount": amount, "currency": "EUR"})
 }
+
+impl Server {
+    /// Create a principal with these roles and return a key for it.
+    pub fn principal(&self, id: &str, roles: &[&str]) -> String {
+        let (s, b) = self.post("/v1/principals", Some(ADMIN_KEY), &json!({"id": id, "roles": roles}));
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = self.post(&format!("/v1/principals/{id}/keys"), Some(ADMIN_KEY), &json!({}));
+        assert_eq!(s, 201, "{b}");
+        b["key"].as_str().unwrap().to_owned()
+    }
+
+    /// The process id, to kill the control plane from a test.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log entry so far, decoded as JSON.
+    pub fn log_events(&self) -> Vec<Value> {
+        use base64::Engine as _;
+        let (s, b) = self.call("GET", "/v1/log/entries?start=0&end=1000", Some(ADMIN_KEY), None);
+        assert_eq!(s, 200, "{b}");
+        b["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(e["entry"].as_str().unwrap())
+                    .unwrap();
+                serde_json::from_slice(&bytes).unwrap()
+            })
+            .collect()
+    }
+}
+
+/// A stand-in for a broken control plane, on a free loopback port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Nothing listens.
+    Down,
+    /// Accepts connections and never answers.
+    Slow,
+    /// Answers every request `500`.
+    ServerError,
+    /// Answers every request `200` with a body that is not JSON.
+    Malformed,
+}
+
+/// Start a broken control plane; returns its URL. Its threads live as long as the test.
+pub fn broken_plane(kind: Broken) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    if kind == Broken::Down {
+        drop(listener);
+        return url;
+    }
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read as _, Write as _};
+                if kind == Broken::Slow {
+                    std::thread::sleep(Duration::from_secs(120));
+                    return;
+                }
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf);
+                let (status, body) = match kind {
+                    Broken::ServerError => ("500 Internal Server Error", "{\"error\": \"boom\"}"),
+                    _ => ("200 OK", "{this is not json"),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+/// A small real HTTP service for the proxy to protect. It counts the requests that reach
+/// it and answers each with what it saw.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || serve_one(stream, &log));
+            }
+        });
+        Self { url, seen }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn serve_one(stream: std::net::TcpStream, log: &Mutex<Vec<Value>>) {
+    use std::io::{Read as _, Write as _};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = serde_json::Map::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                if k == "content-length" {
+                    length = v.parse().unwrap();
+                }
+                headers.insert(k, Value::String(v));
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut parts = request_line.split_whitespace();
+        let seen = json!({
+            "method": parts.next().unwrap_or(""),
+            "target": parts.next().unwrap_or(""),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        });
+        let count = {
+            let mut l = log.lock().unwrap();
+            l.push(seen.clone());
+            l.len()
+        };
+        let answer = json!({"upstream": "payments", "count": count, "seen": seen}).to_string();
+        let mut out = stream.try_clone().unwrap();
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+    }
+}

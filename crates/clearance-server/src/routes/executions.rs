@@ -25,7 +25,7 @@ use crate::routes::json_body;
 
 /// How often a revocation stream says "nothing new" so that its consumer can tell a
 /// quiet stream from a dead one.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -202,7 +202,7 @@ pub(crate) async fn revocations(
 
 /// Server-sent events: every revocation after `since` as a `revocation` event (data: the
 /// record as JSON, id: its seq), then new ones as they commit, with a `heartbeat` event
-/// (data: `{"latest": seq}`) every 5 seconds. A consumer that misses heartbeats must
+/// (data: `{"latest": seq}`) every 2 seconds. A consumer that misses heartbeats must
 /// treat its view as stale. Enforcer, admin or auditor.
 #[utoipa::path(get, path = "/v1/revocations/stream", tag = "executions", params(SinceQuery),
     responses((status = 200, description = "text/event-stream of revocation and heartbeat events")),
@@ -223,6 +223,7 @@ pub(crate) async fn stream(
             watch,
             since: q.since,
             pending: std::collections::VecDeque::new(),
+            dirty: true,
             heartbeat: tokio::time::interval(HEARTBEAT_INTERVAL),
         },
         |mut s| async move {
@@ -239,6 +240,8 @@ struct Streamer {
     watch: tokio::sync::watch::Receiver<u64>,
     since: u64,
     pending: std::collections::VecDeque<SseEvent>,
+    /// Whether storage may hold records not yet sent.
+    dirty: bool,
     heartbeat: tokio::time::Interval,
 }
 
@@ -249,31 +252,32 @@ impl Streamer {
             if let Some(e) = self.pending.pop_front() {
                 return Some(e);
             }
-            let page = match self.state.plane().revocations(&self.caller, self.since, None).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "revocation stream ended: storage unavailable");
-                    return None;
-                }
-            };
-            for r in page.revocations {
-                self.since = r.seq;
-                let data = serde_json::to_string(&r).ok()?;
-                self.pending
-                    .push_back(SseEvent::default().event("revocation").id(r.seq.to_string()).data(data));
-            }
-            if !self.pending.is_empty() {
-                continue;
-            }
-            if self.since >= page.latest {
-                // Caught up: mark as seen so only newer revocations wake us.
+            if self.dirty {
+                // Mark as seen before reading, so a revocation committed meanwhile wakes us.
                 self.watch.borrow_and_update();
+                let page = match self.state.plane().revocations(&self.caller, self.since, None).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revocation stream ended: storage unavailable");
+                        return None;
+                    }
+                };
+                // A full page may have more behind it.
+                self.dirty = page.revocations.len() >= clearance_core::MAX_REVOCATIONS_PER_PAGE as usize;
+                for r in page.revocations {
+                    self.since = r.seq;
+                    let data = serde_json::to_string(&r).ok()?;
+                    self.pending
+                        .push_back(SseEvent::default().event("revocation").id(r.seq.to_string()).data(data));
+                }
+                continue;
             }
             tokio::select! {
                 changed = self.watch.changed() => {
                     if changed.is_err() {
                         return None;
                     }
+                    self.dirty = true;
                 }
                 _ = self.heartbeat.tick() => {
                     let data = serde_json::json!({ "latest": self.since }).to_string();

@@ -1,0 +1,151 @@
+//! `clearance proxy`: an HTTP reverse proxy that lets nothing through without a clearance.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clearance_enforce::proxy::{DEFAULT_MAX_BODY, Proxy, ProxyConfig, ProxyMode, RouteTemplate};
+use clearance_enforce::{Gate, ReplayCache, RevocationView};
+use clearance_model::{ResourceRef, Timestamp};
+
+use crate::command::authorize::parse_resource;
+use crate::command::enforcer::EnforcerArgs;
+use crate::output::Failure;
+
+const AFTER_HELP: &str = "\
+Each request is the call `<METHOD> <route>` on --resource, with arguments
+{method, path, params?, query?, body? | body_sha256?} (params: the route template's
+captures; body: the JSON body, or the SHA-256 of any other body).
+
+gateway: the proxy asks for a clearance itself with its agent key (--api-key).
+verify:  the caller sends a clearance for exactly this request in the `Clearance` header.
+
+Either way the clearance is verified here (signature, binding, revocation view, replay
+cache) and started on the control plane before the upstream sees the request, with the
+clearance attached in the `Clearance` header. Refusals are JSON
+{\"error\": {\"code\": ..., \"message\": ...}}: 403 for a deny or a refused clearance, 503
+when the control plane or the revocation stream is unavailable (fail closed).";
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Gateway,
+    Verify,
+}
+
+/// Put Clearance in front of an HTTP API.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub(crate) struct Args {
+    /// Address to listen on (port 0 for any free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    listen: String,
+    /// Base URL of the API to protect.
+    #[arg(long)]
+    upstream: String,
+    #[arg(long, value_enum, default_value = "gateway")]
+    mode: Mode,
+    /// The resource every request acts on, as TYPE/ID (for example `Api/payments`).
+    #[arg(long, value_parser = parse_resource)]
+    resource: ResourceRef,
+    /// A governed route, `METHOD /path/{param}` (repeatable). With none, the action is
+    /// the method and the literal path; with some, unmatched requests are refused.
+    #[arg(long = "route")]
+    routes: Vec<String>,
+    /// Replay cache file (kept by this proxy alone).
+    #[arg(long, env = "CLEARANCE_REPLAY_CACHE", default_value = "./clearance-proxy-replay")]
+    replay_cache: PathBuf,
+    /// Seconds after which a revocation view that has not heard from the control plane
+    /// is stale and every request is refused.
+    #[arg(long, default_value_t = clearance_model::execution::DEFAULT_REVOCATION_STALENESS_SECONDS)]
+    revocation_staleness: u64,
+    /// Largest request body, in bytes (responses may be 16 times larger).
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body: usize,
+    #[command(flatten)]
+    enforcer: EnforcerArgs,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
+    let routes = args
+        .routes
+        .iter()
+        .map(|r| r.parse::<RouteTemplate>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
+    let upstream_url = reqwest::Url::parse(&args.upstream).context("--upstream is not a URL")?;
+    if !matches!(upstream_url.scheme(), "http" | "https") {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "--upstream must be an http or https URL"
+        )));
+    }
+    let staleness = Duration::from_secs(args.revocation_staleness.max(1));
+    if staleness < clearance_server::HEARTBEAT_INTERVAL * 2 {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "--revocation-staleness must be at least twice the stream's heartbeat interval ({} s)",
+            clearance_server::HEARTBEAT_INTERVAL.as_secs()
+        )));
+    }
+    let mode = match args.mode {
+        Mode::Gateway => ProxyMode::Gateway,
+        Mode::Verify => ProxyMode::Verify,
+    };
+    let agent = args.enforcer.agent()?;
+    if mode == ProxyMode::Gateway && agent.is_none() {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "gateway mode asks for clearances: give an agent key with --api-key or CLEARANCE_API_KEY"
+        )));
+    }
+    let enforcer = args.enforcer.enforcer()?;
+    let verifier = args.enforcer.verifier(&enforcer).await?;
+    let replay = ReplayCache::open(&args.replay_cache, Timestamp::now().seconds())
+        .map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
+    let view = Arc::new(RevocationView::new(staleness));
+    let follower = {
+        let (client, view) = (enforcer.clone(), Arc::clone(&view));
+        tokio::spawn(async move {
+            client
+                .follow_revocations(view, clearance_server::HEARTBEAT_INTERVAL * 3)
+                .await;
+        })
+    };
+    // Serve only once the view is current (or refuse everything until it is).
+    let ready = tokio::time::Instant::now() + Duration::from_secs(5);
+    while view.age().is_none() && tokio::time::Instant::now() < ready {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if view.age().is_none() {
+        eprintln!("clearance proxy: warning: no revocation heartbeat yet; refusing requests until one arrives");
+    }
+    let upstream = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the upstream client")?;
+    let proxy = Arc::new(Proxy {
+        config: ProxyConfig {
+            mode,
+            upstream: args.upstream.trim_end_matches('/').to_owned(),
+            resource: args.resource,
+            routes,
+            environment: args.enforcer.environment.clone(),
+            max_body: args.max_body,
+        },
+        agent,
+        enforcer,
+        gate: Gate::new(verifier, replay, Some(view)),
+        upstream,
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on `{}`", args.listen))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    eprintln!("clearance proxy: listening on http://{bound}");
+    let app = clearance_enforce::proxy::router(proxy);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::command::serve::shutdown())
+        .await
+        .context("serving")?;
+    follower.abort();
+    Ok(())
+}
