@@ -234,6 +234,23 @@ fn exec_passes_output_and_exit_code_through_byte_for_byte() {
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(story, ["decision", "execution_started", "execution_completed"]);
+    // Its evidence bundle carries all three and verifies offline.
+    let file = s.dir.path().join("evidence.json");
+    let out = s.server.cli(
+        Some(ADMIN_KEY),
+        &["evidence", "export", id, "-o", file.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(bundle["entries"].as_array().unwrap().len(), 3);
+    let out = Command::new(BIN)
+        .args(["evidence", "verify", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lifecycle"], json!(["started", "completed: failed (exit 7)"]));
 
     // A zero exit is `succeeded`, and the cwd and argv were what policy saw.
     let ok = s.exec(&[], &["sh", "-c", "echo hi"]);

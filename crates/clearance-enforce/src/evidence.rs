@@ -29,6 +29,9 @@ pub struct EvidenceReport {
     pub clearance_checked: bool,
     pub keys_pinned: bool,
     pub consistent_with_trusted: Option<u64>,
+    /// What happened after the decision, in log order: `started`, `renewed`,
+    /// `completed: succeeded (exit 0)`, `revoked: <reason>`.
+    pub lifecycle: Vec<String>,
 }
 
 /// The first check that failed.
@@ -90,6 +93,8 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
 
     let mut decision: Option<(LogIndex, DecisionEvent)> = None;
     let mut indexes = Vec::new();
+    let mut lifecycle = Vec::new();
+    let ours = |id: &clearance_model::ExecutionId| id == &bundle.execution_id;
     for e in &bundle.entries {
         let index = e.index.0;
         let bad = |reason: String| EvidenceError::Entry { index, reason };
@@ -99,6 +104,10 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
             return Err(bad("not in RFC 8785 canonical form".into()));
         }
         let event: Event = serde_json::from_value(value).map_err(|e| bad(format!("not a log event: {e}")))?;
+        let is_decision = matches!(event, Event::Decision(_));
+        if !is_decision && decision.is_none() {
+            return Err(bad("an execution event before the decision".into()));
+        }
         match event {
             Event::Decision(d) if d.execution_id == bundle.execution_id => {
                 if decision.is_some() {
@@ -106,6 +115,26 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
                 }
                 decision = Some((e.index, *d));
             }
+            Event::ExecutionStarted { execution_id, .. } if ours(&execution_id) => lifecycle.push("started".to_owned()),
+            Event::ExecutionRenewed { execution_id, .. } if ours(&execution_id) => lifecycle.push("renewed".to_owned()),
+            Event::ExecutionCompleted {
+                execution_id,
+                status,
+                exit_code,
+                ..
+            } if ours(&execution_id) => {
+                let exit = exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default();
+                lifecycle.push(format!(
+                    "completed: {}{exit}",
+                    serde_json::json!(status).as_str().unwrap_or("?")
+                ));
+            }
+            Event::Revocation {
+                kind: clearance_model::execution::RevocationKind::Execution,
+                id,
+                reason,
+                ..
+            } if id == bundle.execution_id.as_str() => lifecycle.push(format!("revoked: {reason}")),
             _ => return Err(bad(format!("not an event of execution `{}`", bundle.execution_id))),
         }
         let proof = e
@@ -149,6 +178,7 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
         clearance_checked,
         keys_pinned: trust.log_key.is_some() && (trust.jwks.is_some() || bundle.clearance.is_none()),
         consistent_with_trusted,
+        lifecycle,
     })
 }
 
@@ -172,6 +202,7 @@ fn check_clearance(token: &str, jwks: &Jwks, index: LogIndex, d: &DecisionEvent)
         ("pol", Some(c.pol) == d.policy_version),
         ("exp", Some(c.exp) == d.expires),
         ("iat", c.iat == d.time),
+        ("par", c.par == d.parent),
     ];
     match checks.iter().find(|(_, ok)| !ok) {
         Some((claim, _)) => Err(bad(format!("claim `{claim}` differs from the logged decision"))),

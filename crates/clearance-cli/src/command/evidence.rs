@@ -103,6 +103,7 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                             "clearance_checked": report.clearance_checked,
                             "keys_pinned": report.keys_pinned,
                             "consistent_with_trusted": report.consistent_with_trusted,
+                            "lifecycle": report.lifecycle,
                         }));
                     }
                     let indexes: Vec<String> = report.entries.iter().map(|i| i.to_string()).collect();
@@ -124,6 +125,9 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                             "not in the bundle"
                         }
                     );
+                    for step in &report.lifecycle {
+                        println!("  then        {step}");
+                    }
                     if let Some(size) = report.consistent_with_trusted {
                         println!("  consistent  with the trusted checkpoint of size {size}");
                     }
