@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{ADMIN_KEY, BIN, Broken, Server, Upstream, broken_plane};
+use common::{ADMIN_KEY, Broken, Proxy, Server, Upstream, broken_plane};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = r#"
@@ -40,19 +39,9 @@ permit (principal, action == Action::"GET /charges", resource == Api::"payments"
 "#;
 
 const ROUTES: [&str; 4] = ["--route", "POST /charges/{id}/refund", "--route", "GET /charges"];
+/// Matches `--revocation-staleness` in `proxy` below.
+/// Matches `--revocation-staleness` in `proxy` below.
 const STALENESS: u64 = 4;
-
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Keys {
     agent: String,
@@ -71,47 +60,11 @@ fn setup() -> (Server, Keys, tempfile::TempDir) {
 }
 
 fn proxy(server_url: &str, upstream: &str, mode: &str, keys: &Keys, dir: &std::path::Path, extra: &[&str]) -> Proxy {
-    let mut child = Command::new(BIN)
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-            "--mode",
-            mode,
-        ])
-        .args(["--resource", "Api/payments", "--timeout", "1"])
-        .args(["--revocation-staleness", &STALENESS.to_string()])
-        .arg("--replay-cache")
-        .arg(dir.join(format!("replay-{mode}-{}", rand_suffix())))
-        .args(ROUTES)
-        .args(extra)
-        .env("CLEARANCE_SERVER", server_url)
-        .env("CLEARANCE_API_KEY", &keys.agent)
-        .env("CLEARANCE_ENFORCER_KEY", &keys.enforcer)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("clearance proxy: listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("proxy did not start: {:?}", child.try_wait()));
-    Proxy { child, url }
-}
-
-fn rand_suffix() -> String {
-    format!("{:?}", Instant::now()).replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    let staleness = STALENESS.to_string();
+    let mut flags = vec!["--timeout", "1", "--revocation-staleness", &staleness];
+    flags.extend(ROUTES);
+    flags.extend(extra);
+    Proxy::start(server_url, upstream, mode, &keys.agent, &keys.enforcer, dir, &flags)
 }
 
 fn send(url: &str, method: &str, path: &str, body: Option<Value>, clearance: Option<&str>) -> (u16, Value) {
@@ -189,13 +142,20 @@ fn gateway_mode_lets_through_only_what_policy_allows() {
 
     // Denied requests never arrived.
     assert_eq!(upstream.count(), 2);
-    // Each allowed request is an execution with its whole story in the log.
-    let completed = server
-        .log_events()
-        .into_iter()
-        .filter(|e| e["type"] == "execution_completed" && e["status"] == "succeeded")
-        .count();
-    assert_eq!(completed, 2);
+    // Each allowed request is an execution with its whole story in the log (the
+    // completion is reported just after the answer).
+    let completed = || {
+        server
+            .log_events()
+            .into_iter()
+            .filter(|e| e["type"] == "execution_completed" && e["status"] == "succeeded")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while completed() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(completed(), 2);
 }
 
 fn refund_clearance(server: &Server, keys: &Keys, amount: i64) -> String {

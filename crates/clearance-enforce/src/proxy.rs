@@ -342,9 +342,14 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         exit_code: None,
         output_digest: digest,
     };
-    if let Err(e) = p.enforcer.complete(&id, &complete).await {
-        tracing::warn!(execution_id = %id, error = %e, "could not report the request's completion");
-    }
+    // Reported after the answer leaves: the upstream already acted, so the caller need
+    // not wait for the record (best effort, like `exec`'s).
+    let enforcer = p.enforcer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = enforcer.complete(&id, &complete).await {
+            tracing::warn!(execution_id = %id, error = %e, "could not report the request's completion");
+        }
+    });
     response
 }
 

@@ -23,6 +23,9 @@ use crate::verify::VerifyError;
 pub struct ReplayCache {
     path: PathBuf,
     inner: Mutex<ReplayInner>,
+    /// A second descriptor of the same file, so the fsync happens outside the lock and
+    /// concurrent consumers share journal commits.
+    sync: File,
 }
 
 #[derive(Debug)]
@@ -97,9 +100,11 @@ impl ReplayCache {
             .write_all(compacted.as_bytes())
             .map_err(|e| err("compacting", &e))?;
         locked.sync_data().map_err(|e| err("syncing", &e))?;
+        let sync = locked.try_clone().map_err(|e| err("opening", &e))?;
         Ok(Self {
             path: path.to_owned(),
             inner: Mutex::new(ReplayInner { file: locked, seen }),
+            sync,
         })
     }
 
@@ -113,20 +118,24 @@ impl ReplayCache {
         if jti.is_empty() || jti.contains([' ', '\n']) {
             return Err(VerifyError::Malformed("jti is empty or has whitespace".into()));
         }
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if inner.seen.get(jti).is_some_and(|e| *e > now) {
-            return Err(VerifyError::Replayed { jti: jti.to_owned() });
+        let failed = |e: std::io::Error| VerifyError::ReplayCache(format!("writing `{}`: {e}", self.path.display()));
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if inner.seen.get(jti).is_some_and(|e| *e > now) {
+                return Err(VerifyError::Replayed { jti: jti.to_owned() });
+            }
+            // Marked consumed before it is durable: if the write or sync fails, the jti
+            // stays refused here and this call fails too (closed either way).
+            inner.seen.insert(jti.to_owned(), exp);
+            if inner.seen.len().is_multiple_of(4096) {
+                inner.seen.retain(|_, e| *e > now);
+            }
+            inner
+                .file
+                .write_all(format!("{jti} {exp}\n").as_bytes())
+                .map_err(failed)?;
         }
-        inner
-            .file
-            .write_all(format!("{jti} {exp}\n").as_bytes())
-            .and_then(|()| inner.file.sync_data())
-            .map_err(|e| VerifyError::ReplayCache(format!("writing `{}`: {e}", self.path.display())))?;
-        inner.seen.insert(jti.to_owned(), exp);
-        if inner.seen.len().is_multiple_of(4096) {
-            inner.seen.retain(|_, e| *e > now);
-        }
-        Ok(())
+        self.sync.sync_data().map_err(failed)
     }
 
     /// Entries currently held.

@@ -361,12 +361,79 @@ fn serve_one(stream: std::net::TcpStream, log: &Mutex<Vec<Value>>) {
             l.len()
         };
         let answer = json!({"upstream": "payments", "count": count, "seen": seen}).to_string();
-        let mut out = stream.try_clone().unwrap();
-        write!(
-            out,
+        // One write, no Nagle: a response split over writes meets delayed ACKs (40 ms).
+        let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
-        )
-        .unwrap();
+        );
+        let mut out = stream.try_clone().unwrap();
+        out.set_nodelay(true).unwrap();
+        out.write_all(response.as_bytes()).unwrap();
+    }
+}
+
+/// A running `clearance proxy` (killed on drop).
+#[derive(Debug)]
+pub struct Proxy {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Start `clearance proxy` for resource `Api/payments` on a free port, with its own
+    /// replay cache under `dir`.
+    pub fn start(
+        server_url: &str,
+        upstream: &str,
+        mode: &str,
+        agent: &str,
+        enforcer: &str,
+        dir: &Path,
+        flags: &[&str],
+    ) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut child = Command::new(BIN)
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream,
+                "--mode",
+                mode,
+            ])
+            .args(["--resource", "Api/payments"])
+            .arg("--replay-cache")
+            .arg(dir.join(format!("replay-{mode}-{n}")))
+            .args(flags)
+            .env("CLEARANCE_SERVER", server_url)
+            .env("CLEARANCE_API_KEY", agent)
+            .env("CLEARANCE_ENFORCER_KEY", enforcer)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("clearance proxy: listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("proxy did not start: {:?}", child.try_wait()));
+        Self { child, url }
     }
 }
