@@ -597,3 +597,75 @@ fn revoking_a_principal_stops_its_keys_and_executions() {
         .collect();
     assert_eq!(kinds, ["principal", "execution"]);
 }
+
+#[test]
+fn renewal_re_evaluates_the_active_policy() {
+    let s = setup(&[]);
+    let allowed = s.authorize(refund_request());
+    let (id, token) = (
+        allowed["execution_id"].as_str().unwrap(),
+        allowed["clearance"].as_str().unwrap(),
+    );
+    assert_eq!(s.start(id, token).0, 200);
+    let renew = || {
+        s.server
+            .post(&format!("/v1/executions/{id}/renew"), Some(&s.enforcer), &json!({}))
+    };
+    let (status, first) = renew();
+    assert_eq!((status, first["renewed"].as_bool()), (200, Some(true)), "{first}");
+    // Refunds are no longer permitted: the next renewal says stop, with the reason, and
+    // the execution is revoked for every enforcement point.
+    s.server
+        .activate(SCHEMA, &POLICIES.replace("amount <= 500", "amount <= 50"));
+    let (status, stop) = renew();
+    assert_eq!(status, 200);
+    assert_eq!(
+        (stop["renewed"].as_bool(), stop["reason"].as_str()),
+        (Some(false), Some("policy_denied")),
+        "{stop}"
+    );
+    let (_, list) = s.server.call("GET", "/v1/revocations?since=0", Some(&s.enforcer), None);
+    assert_eq!(list["revocations"][0]["id"], id);
+    let (_, again) = renew();
+    assert_eq!(again["reason"], "execution_revoked");
+    // It may still report how it stopped.
+    let (status, done) = s.server.post(
+        &format!("/v1/executions/{id}/complete"),
+        Some(&s.enforcer),
+        &json!({"status": "stopped", "exit_code": 143}),
+    );
+    assert_eq!((status, done["state"].as_str()), (200, Some("revoked")), "{done}");
+}
+
+#[test]
+fn revoking_the_signing_key_revokes_its_clearances_and_stops_issuance() {
+    let s = setup(&[]);
+    let allowed = s.authorize(refund_request());
+    let token = allowed["clearance"].as_str().unwrap();
+    let kid = {
+        use base64::Engine as _;
+        let header = token.split('.').next().unwrap();
+        let header: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    let out = s.server.cli(
+        Some(ADMIN_KEY),
+        &["revoke", "signing-key", &kid, "--reason", "key leaked"],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let (status, body) = s.start(allowed["execution_id"].as_str().unwrap(), token);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("execution_revoked"))
+    );
+    let (status, body) = s.server.post("/v1/authorize", Some(&s.agent), &refund_request());
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("signing_key_revoked")),
+        "{body}"
+    );
+    let (_, list) = s.server.call("GET", "/v1/revocations?since=0", Some(&s.enforcer), None);
+    assert_eq!(list["revocations"][0]["kind"], "signing_key");
+    assert_eq!(list["revocations"][0]["id"], kid.as_str());
+}
