@@ -26,7 +26,8 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "CLEARANCE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds,
-    /// lease_seconds, max_lineage_depth, log_origin, checkpoint_interval_ms, log_max_batch).
+    /// lease_seconds, max_lineage_depth, require_environment, attestation_freshness_seconds,
+    /// log_origin, checkpoint_interval_ms, log_max_batch).
     #[arg(long, env = "CLEARANCE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
@@ -40,6 +41,13 @@ pub(crate) struct ServerArgs {
     /// cannot renew within it must stop [default: 30].
     #[arg(long, env = "CLEARANCE_LEASE_SECONDS")]
     pub lease_seconds: Option<u64>,
+    /// Whether every authorize request must name a registered, attested environment
+    /// [default: true]. `false` lets requests without one through stage 5 unbound.
+    #[arg(long, env = "CLEARANCE_REQUIRE_ENVIRONMENT", value_name = "BOOL")]
+    pub require_environment: Option<bool>,
+    /// How long an accepted attestation keeps an environment fresh [default: 300].
+    #[arg(long, env = "CLEARANCE_ATTESTATION_FRESHNESS_SECONDS")]
+    pub attestation_freshness_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +60,8 @@ struct FileConfig {
     max_ttl_seconds: Option<u64>,
     lease_seconds: Option<u64>,
     max_lineage_depth: Option<u32>,
+    require_environment: Option<bool>,
+    attestation_freshness_seconds: Option<u64>,
     log_origin: Option<String>,
     checkpoint_interval_ms: Option<u64>,
     log_max_batch: Option<usize>,
@@ -68,6 +78,8 @@ pub(crate) struct ServerConfig {
     pub lease_seconds: u64,
     /// Deepest lineage (a root is depth 0).
     pub max_lineage_depth: u32,
+    pub require_environment: bool,
+    pub attestation_freshness_seconds: u64,
     /// The log's origin line, used on first start only (then fixed in the database).
     pub log_origin: Option<String>,
     /// How often a checkpoint is signed when the log has grown.
@@ -107,9 +119,19 @@ impl ServerConfig {
             (1..=64).contains(&max_lineage_depth),
             "max_lineage_depth ({max_lineage_depth}) must be between 1 and 64"
         );
+        let attestation_freshness_seconds = args
+            .attestation_freshness_seconds
+            .or(file.attestation_freshness_seconds)
+            .unwrap_or(clearance_model::environment::DEFAULT_ATTESTATION_FRESHNESS_SECONDS);
+        anyhow::ensure!(
+            (1..=86_400).contains(&attestation_freshness_seconds),
+            "attestation_freshness_seconds ({attestation_freshness_seconds}) must be between 1 and 86400"
+        );
         Ok(Self {
             lease_seconds,
             max_lineage_depth,
+            require_environment: args.require_environment.or(file.require_environment).unwrap_or(true),
+            attestation_freshness_seconds,
             data_dir: args
                 .data_dir
                 .clone()
@@ -175,6 +197,8 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             max_ttl_seconds: config.max_ttl_seconds,
             max_lineage_depth: config.max_lineage_depth,
             lease_seconds: config.lease_seconds,
+            require_environment: config.require_environment,
+            attestation_freshness_seconds: config.attestation_freshness_seconds,
         },
     );
     let plane = ControlPlane::new(Arc::new(store), engine, log_key, &default_origin, Arc::new(SystemClock)).await?;

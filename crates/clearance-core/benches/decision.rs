@@ -63,6 +63,8 @@ fn engine() -> DecisionEngine {
             max_ttl_seconds: 300,
             max_lineage_depth: 8,
             lease_seconds: 30,
+            require_environment: false,
+            attestation_freshness_seconds: 300,
         },
     )
 }
@@ -85,7 +87,14 @@ fn bench(c: &mut Criterion) {
         let req = request(action);
         assert_eq!(
             engine
-                .decide(&caller, &req, &clearance_core::ParentCheck::None, Some(&policy), NOW)
+                .decide(
+                    &caller,
+                    &req,
+                    &clearance_core::ParentCheck::None,
+                    &clearance_core::EnvironmentCheck::Unbound,
+                    Some(&policy),
+                    NOW
+                )
                 .decision,
             Decision::Allow
         );
@@ -95,6 +104,7 @@ fn bench(c: &mut Criterion) {
                     &caller,
                     black_box(&req),
                     &clearance_core::ParentCheck::None,
+                    &clearance_core::EnvironmentCheck::Unbound,
                     Some(&policy),
                     NOW,
                 );
@@ -107,6 +117,7 @@ fn bench(c: &mut Criterion) {
                     &caller,
                     black_box(&req),
                     &clearance_core::ParentCheck::None,
+                    &clearance_core::EnvironmentCheck::Unbound,
                     Some(&policy),
                     NOW,
                 )
@@ -166,6 +177,7 @@ fn bench(c: &mut Criterion) {
             depth: 0,
             root: "billing-bot",
         },
+        environment: None,
     };
     group.bench_function("sliced/1000_policies_100_actions", |bench| {
         bench.iter(|| policy.evaluate(black_box(&req)))

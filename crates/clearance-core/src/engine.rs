@@ -1,6 +1,7 @@
 //! The pure part of the decision path: stages 2 to 6, and stage 8 (issuing).
 
 use clearance_artifact::ClearanceSigner;
+use clearance_model::environment::EnvBinding;
 use clearance_model::execution::Delegation;
 use clearance_model::limits::{MAX_ACTION_BYTES, MAX_ENVIRONMENT_BYTES, MAX_JSON_DEPTH, MAX_RESOURCE_BYTES};
 use clearance_model::wire::AuthorizeRequest;
@@ -8,7 +9,7 @@ use clearance_model::{
     ClearanceClaims, Decision, DenyReason, Digest, ExecutionId, LogIndex, PolicyVersion, PrincipalId, ResourceRef,
     Role, Timestamp, argument_digest,
 };
-use clearance_policy::{CompiledPolicy, Lineage, PolicyOutcome, PolicyRequest};
+use clearance_policy::{CompiledPolicy, EnvironmentFacts, Lineage, PolicyOutcome, PolicyRequest};
 use serde_json::Value;
 
 use crate::error::CoreError;
@@ -36,6 +37,36 @@ pub struct EngineConfig {
     pub max_lineage_depth: u32,
     /// The lease an execution gets on start and on each renewal.
     pub lease_seconds: u64,
+    /// Whether every request must name a target environment.
+    pub require_environment: bool,
+    /// How long an accepted attestation keeps an environment fresh.
+    pub attestation_freshness_seconds: u64,
+}
+
+/// What the control plane found about the request's target environment (stage 5 needs
+/// the registry; the rule itself stays pure).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvironmentCheck {
+    /// The request names none, and none is required.
+    Unbound,
+    /// The request names none, but one is required.
+    Required,
+    Unknown(String),
+    Quarantined(String),
+    Stale(String),
+    Mismatch(String),
+    Fresh(Box<AttestedEnvironment>),
+}
+
+/// A registered, unquarantined environment with a fresh attestation that matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedEnvironment {
+    pub id: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub measurements: clearance_model::environment::Measurements,
+    pub measurement_digest: Digest,
+    /// The log entry of the attestation relied on.
+    pub attestation: LogIndex,
 }
 
 /// What the control plane established about a request's parent clearance before the
@@ -85,6 +116,8 @@ pub struct Verdict {
     pub ttl_seconds: u64,
     /// Lineage placement (set once stage 4 passed).
     pub placement: Option<Placement>,
+    /// The attested target environment (set once stage 5 passed with one).
+    pub environment: Option<Box<AttestedEnvironment>>,
 }
 
 impl Verdict {
@@ -98,6 +131,7 @@ impl Verdict {
             arguments,
             ttl_seconds: 0,
             placement: None,
+            environment: None,
         }
     }
 }
@@ -140,6 +174,7 @@ impl DecisionEngine {
         caller: &Caller,
         req: &AuthorizeRequest,
         parent: &ParentCheck,
+        environment: &EnvironmentCheck,
         policy: Option<&CompiledPolicy>,
         now: Timestamp,
     ) -> Verdict {
@@ -169,8 +204,33 @@ impl DecisionEngine {
             Ok(p) => p,
             Err((reason, message)) => return Verdict::deny(reason, message, arguments),
         };
-        // Stage 5 (environment) is a slot: the named environment is bound as the
-        // audience without a registry.
+        // Stage 5: the target environment.
+        let attested = match environment {
+            EnvironmentCheck::Unbound => None,
+            EnvironmentCheck::Fresh(env) if req.environment.as_deref() == Some(env.id.as_str()) => Some(env),
+            EnvironmentCheck::Fresh(_) => {
+                return Verdict::deny(
+                    DenyReason::EnvironmentUnknown,
+                    "the environment checked is not the one requested",
+                    arguments,
+                );
+            }
+            EnvironmentCheck::Required => {
+                return Verdict::deny(
+                    DenyReason::InvalidRequest,
+                    "`environment` is required: name the environment that will execute this",
+                    arguments,
+                );
+            }
+            EnvironmentCheck::Unknown(m) => return Verdict::deny(DenyReason::EnvironmentUnknown, m.clone(), arguments),
+            EnvironmentCheck::Quarantined(m) => {
+                return Verdict::deny(DenyReason::EnvironmentUntrusted, m.clone(), arguments);
+            }
+            EnvironmentCheck::Stale(m) => return Verdict::deny(DenyReason::AttestationStale, m.clone(), arguments),
+            EnvironmentCheck::Mismatch(m) => {
+                return Verdict::deny(DenyReason::MeasurementMismatch, m.clone(), arguments);
+            }
+        };
         // Stage 6: policy.
         let Some(policy) = policy else {
             return Verdict::deny(
@@ -190,6 +250,11 @@ impl DecisionEngine {
                 depth: placement.depth,
                 root: placement.root_principal.as_str(),
             },
+            environment: attested.map(|e| EnvironmentFacts {
+                id: &e.id,
+                labels: &e.labels,
+                measurements: &e.measurements,
+            }),
         });
         let version = Some(policy.version());
         let (decision, reason, policies, message) = match outcome {
@@ -228,6 +293,7 @@ impl DecisionEngine {
             arguments,
             ttl_seconds: if decision == Decision::Allow { ttl } else { 0 },
             placement: Some(placement),
+            environment: attested.cloned(),
         }
     }
 
@@ -442,6 +508,10 @@ impl DecisionEngine {
             act: req.action.clone(),
             res: req.resource.clone(),
             args: verdict.arguments,
+            env: verdict.environment.as_ref().map(|e| EnvBinding {
+                id: e.id.clone(),
+                measurements: e.measurement_digest,
+            }),
             pol,
             log,
             par: verdict.placement.as_ref().and_then(|p| p.parent.clone()),

@@ -9,9 +9,9 @@ use clearance_model::execution::{
     RenewResponse, RevocationKind, RevocationList, RevocationRecord, RevokeRequest, Revoked, StartRequest,
 };
 use clearance_model::{ClearanceClaims, ExecutionId, LogIndex, Role, Timestamp};
-use clearance_policy::{Lineage, PolicyOutcome, PolicyRequest};
+use clearance_policy::{EnvironmentFacts, Lineage, PolicyOutcome, PolicyRequest};
 
-use crate::engine::{Caller, ParentCheck, ParentFacts};
+use crate::engine::{AttestedEnvironment, Caller, EnvironmentCheck, ParentCheck, ParentFacts};
 use crate::error::CoreError;
 use crate::service::{ControlPlane, entry, require};
 use crate::store::{ExecutionChange, ExecutionRecord, LogAppend, Revocation, StoreError};
@@ -168,7 +168,20 @@ impl ControlPlane {
                 .await?;
             return Ok(stop("parent_revoked", why));
         }
-        if let Some((code, why)) = self.still_allowed(&record, now) {
+        // The environment must still be trusted, fresh and matching.
+        let environment = match self.check_environment(record.environment.as_deref(), now).await? {
+            EnvironmentCheck::Fresh(e) => Some(e),
+            EnvironmentCheck::Unbound | EnvironmentCheck::Required => None,
+            EnvironmentCheck::Unknown(why) => return self.stop_revoking(caller, id, "environment_unknown", why).await,
+            EnvironmentCheck::Quarantined(why) => {
+                return self.stop_revoking(caller, id, "environment_untrusted", why).await;
+            }
+            EnvironmentCheck::Stale(why) => return self.stop_revoking(caller, id, "attestation_stale", why).await,
+            EnvironmentCheck::Mismatch(why) => {
+                return self.stop_revoking(caller, id, "measurement_mismatch", why).await;
+            }
+        };
+        if let Some((code, why)) = self.still_allowed(&record, environment.as_deref(), now) {
             let why = format!("the active policy no longer allows this execution: {why}");
             self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
                 .await?;
@@ -199,9 +212,26 @@ impl ControlPlane {
         }
     }
 
+    async fn stop_revoking(
+        &self,
+        caller: &Caller,
+        id: &ExecutionId,
+        code: &'static str,
+        why: String,
+    ) -> Result<RenewResponse, CoreError> {
+        self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
+            .await?;
+        Ok(stop(code, why))
+    }
+
     /// `None` if the active policy still permits the stored request; else the deny
     /// reason's code and a message.
-    fn still_allowed(&self, r: &ExecutionRecord, now: Timestamp) -> Option<(&'static str, String)> {
+    fn still_allowed(
+        &self,
+        r: &ExecutionRecord,
+        environment: Option<&AttestedEnvironment>,
+        now: Timestamp,
+    ) -> Option<(&'static str, String)> {
         let Some(policy) = self.active() else {
             return Some(("no_active_policy", "no policy version is active".into()));
         };
@@ -216,6 +246,11 @@ impl ControlPlane {
                 depth: r.depth,
                 root: r.root_principal.as_str(),
             },
+            environment: environment.map(|e| EnvironmentFacts {
+                id: &e.id,
+                labels: &e.labels,
+                measurements: &e.measurements,
+            }),
         });
         match outcome {
             PolicyOutcome::Permit { .. } => None,

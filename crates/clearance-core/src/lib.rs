@@ -2,6 +2,7 @@
 
 mod apikey;
 mod engine;
+mod environments;
 mod error;
 mod executions;
 mod log;
@@ -9,14 +10,18 @@ mod service;
 mod store;
 
 pub use apikey::{API_KEY_PREFIX, ApiKey, KeyHash};
-pub use engine::{Caller, DecisionEngine, EngineConfig, ParentCheck, ParentFacts, Placement, Verdict};
+pub use engine::{
+    AttestedEnvironment, Caller, DecisionEngine, EngineConfig, EnvironmentCheck, ParentCheck, ParentFacts, Placement,
+    Verdict,
+};
+pub use environments::parse_attestation_key;
 pub use error::CoreError;
 pub use executions::MAX_REVOCATIONS_PER_PAGE;
 pub use log::MAX_ENTRIES_PER_PAGE;
 pub use service::{Clock, ControlPlane, PolicyState, Readiness, SystemClock};
 pub use store::{
-    ExecutionChange, ExecutionRecord, KeyRecord, LogAppend, PolicyRecord, PrincipalRecord, Revocation, Store,
-    StoreError, StoredCheckpoint,
+    Attestation, EnvironmentRecord, ExecutionChange, ExecutionRecord, KeyRecord, LogAppend, PolicyRecord,
+    PrincipalRecord, Revocation, Store, StoreError, StoredCheckpoint,
 };
 
 #[cfg(test)]

@@ -199,7 +199,14 @@ impl ControlPlane {
         } else {
             crate::engine::ParentCheck::None
         };
-        let verdict = self.engine.decide(caller, req, &parent, policy.as_deref(), now);
+        let environment = if caller.has(Role::Agent) {
+            self.check_environment(req.environment.as_deref(), now).await?
+        } else {
+            crate::engine::EnvironmentCheck::Unbound
+        };
+        let verdict = self
+            .engine
+            .decide(caller, req, &parent, &environment, policy.as_deref(), now);
         let expires = now.plus_seconds(verdict.ttl_seconds);
         let event = Event::Decision(Box::new(DecisionEvent {
             time: now.seconds(),
@@ -216,6 +223,8 @@ impl ControlPlane {
                 .as_deref()
                 .map(|e| truncate(e, clearance_model::limits::MAX_ENVIRONMENT_BYTES)),
             parent: parent.parent_id().cloned(),
+            attestation: verdict.environment.as_ref().map(|e| e.attestation),
+            measurements: verdict.environment.as_ref().map(|e| e.measurement_digest),
             decision: verdict.decision,
             reasons: verdict.reasons.clone(),
             policies: verdict.policies.clone(),

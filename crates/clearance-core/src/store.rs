@@ -119,6 +119,29 @@ pub struct Revocation {
     pub time: Timestamp,
 }
 
+/// A registered environment, with its latest accepted attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentRecord {
+    pub id: String,
+    pub attestation_key: String,
+    pub expect: clearance_model::environment::Measurements,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub quarantined: bool,
+    pub quarantine_reason: Option<String>,
+    pub attestation: Option<Attestation>,
+}
+
+/// An accepted attestation as stored (freshness is the control plane's to judge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    pub time: Timestamp,
+    pub measurements: clearance_model::environment::Measurements,
+    pub measurement_digest: Digest,
+    pub matches: bool,
+    pub mismatched: Vec<String>,
+    pub log_index: LogIndex,
+}
+
 /// A checkpoint the log signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -184,6 +207,32 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_revocation(&self) -> Result<u64, StoreError>;
     /// Whether a principal or signing key has a revocation record.
     async fn is_revoked(&self, kind: RevocationKind, id: &str) -> Result<bool, StoreError>;
+
+    /// Register an environment and append `event`, atomically (Conflict if it exists).
+    async fn create_environment(
+        &self,
+        env: &EnvironmentRecord,
+        at: Timestamp,
+        event: Vec<u8>,
+    ) -> Result<LogIndex, StoreError>;
+    /// Replace expectations and labels and append `event`, atomically.
+    async fn update_environment(&self, env: &EnvironmentRecord, event: Vec<u8>) -> Result<LogIndex, StoreError>;
+    async fn environment(&self, id: &str) -> Result<Option<EnvironmentRecord>, StoreError>;
+    async fn list_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError>;
+    /// Lift a quarantine and append `event` (quarantine itself is a revocation).
+    async fn release_environment(&self, id: &str, event: Vec<u8>) -> Result<LogIndex, StoreError>;
+    async fn save_challenge(&self, environment: &str, nonce: &str, expires: Timestamp) -> Result<(), StoreError>;
+    /// Consume the challenge (unused, unexpired at `attestation.time`, for this
+    /// environment) and store the attestation with its log entry, atomically. A challenge
+    /// that does not qualify is `Conflict("challenge_unknown" | "challenge_replayed" |
+    /// "challenge_expired")` and nothing is written.
+    async fn record_attestation(
+        &self,
+        environment: &str,
+        nonce: &str,
+        attestation: &Attestation,
+        event: Vec<u8>,
+    ) -> Result<LogIndex, StoreError>;
 
     /// Keep an issued clearance for evidence bundles; best effort, not awaited durable.
     async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError>;

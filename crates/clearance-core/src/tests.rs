@@ -32,6 +32,8 @@ fn engine() -> DecisionEngine {
             max_ttl_seconds: 300,
             max_lineage_depth: 8,
             lease_seconds: 30,
+            require_environment: false,
+            attestation_freshness_seconds: 300,
         },
     )
 }
@@ -170,7 +172,14 @@ fn decision_table() {
         ),
     ];
     for (i, (caller, req, policy, decision, reasons, policies)) in cases.into_iter().enumerate() {
-        let v = e.decide(&caller, &req, &crate::ParentCheck::None, policy, NOW);
+        let v = e.decide(
+            &caller,
+            &req,
+            &crate::ParentCheck::None,
+            &crate::EnvironmentCheck::Unbound,
+            policy,
+            NOW,
+        );
         assert_eq!((v.decision, &v.reasons), (decision, &reasons), "case {i}: {v:?}");
         assert_eq!(v.policies, policies, "case {i}");
         // Denies record the arguments as asked, not a placeholder.
@@ -188,16 +197,37 @@ fn decisions_are_deterministic() {
     let (e, p) = (engine(), policy());
     for amount in [1, 500, 501, 999, 1001] {
         let req = request(json!({"amount": amount, "currency": "EUR"}));
-        let first = e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW);
+        let first = e.decide(
+            &agent(),
+            &req,
+            &crate::ParentCheck::None,
+            &crate::EnvironmentCheck::Unbound,
+            Some(&p),
+            NOW,
+        );
         for _ in 0..20 {
             assert_eq!(
-                e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW),
+                e.decide(
+                    &agent(),
+                    &req,
+                    &crate::ParentCheck::None,
+                    &crate::EnvironmentCheck::Unbound,
+                    Some(&p),
+                    NOW
+                ),
                 first
             );
         }
         // A second engine with another key, same policy text: same verdict.
         assert_eq!(
-            engine().decide(&agent(), &req, &crate::ParentCheck::None, Some(&policy()), NOW),
+            engine().decide(
+                &agent(),
+                &req,
+                &crate::ParentCheck::None,
+                &crate::EnvironmentCheck::Unbound,
+                Some(&policy()),
+                NOW
+            ),
             first
         );
     }
@@ -214,6 +244,7 @@ fn deep_arguments_are_rejected() {
         &agent(),
         &request(deep),
         &crate::ParentCheck::None,
+        &crate::EnvironmentCheck::Unbound,
         Some(&policy()),
         NOW,
     );
@@ -226,10 +257,24 @@ fn issue_signs_only_allows() {
     let (e, p) = (engine(), policy());
     let id = ExecutionId::random().unwrap();
     let req = request(json!({"amount": 5000, "currency": "EUR"}));
-    let deny = e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW);
+    let deny = e.decide(
+        &agent(),
+        &req,
+        &crate::ParentCheck::None,
+        &crate::EnvironmentCheck::Unbound,
+        Some(&p),
+        NOW,
+    );
     assert!(e.issue(&agent(), &req, &deny, &id, LogIndex(1), NOW).is_err());
     let req = request(json!({"amount": 5, "currency": "EUR"}));
-    let allow = e.decide(&agent(), &req, &crate::ParentCheck::None, Some(&p), NOW);
+    let allow = e.decide(
+        &agent(),
+        &req,
+        &crate::ParentCheck::None,
+        &crate::EnvironmentCheck::Unbound,
+        Some(&p),
+        NOW,
+    );
     let (token, exp) = e.issue(&agent(), &req, &allow, &id, LogIndex(1), NOW).unwrap();
     assert_eq!(exp, Timestamp(NOW.0 + 60));
     assert_eq!(token.split('.').count(), 3);
@@ -248,6 +293,7 @@ fn parent_claims(dep: u32, dlg: Option<clearance_model::execution::Delegation>) 
         act: "refund".into(),
         res: ResourceRef::new("Tool", "stripe"),
         args: clearance_model::Digest::of(b"{}"),
+        env: None,
         pol: clearance_model::PolicyVersion::from_digest(clearance_model::Digest::of(b"p")),
         log: LogIndex(0),
         par: None,
@@ -284,13 +330,17 @@ fn lineage_stage_narrows_authority() {
         mutate(&mut r);
         r
     };
-    let reasons = |check: &ParentCheck, req: &AuthorizeRequest| e.decide(&agent(), req, check, Some(&p), NOW).reasons;
+    let reasons = |check: &ParentCheck, req: &AuthorizeRequest| {
+        e.decide(&agent(), req, check, &crate::EnvironmentCheck::Unbound, Some(&p), NOW)
+            .reasons
+    };
 
     // Inside the parent's scope: allowed, one level down, capped by the parent's life.
     let ok = e.decide(
         &agent(),
         &child(&|_| {}),
         &live(parent_claims(0, dlg(1, None))),
+        &crate::EnvironmentCheck::Unbound,
         Some(&p),
         NOW,
     );
@@ -348,6 +398,7 @@ fn lineage_stage_narrows_authority() {
             &agent(),
             &redelegate,
             &live(parent_claims(0, dlg(2, None))),
+            &crate::EnvironmentCheck::Unbound,
             Some(&p),
             NOW
         )

@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
         act: "refund".into(),
         res: resource.clone(),
         args: argument_digest(&args).unwrap(),
+        env: None,
         pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
         log: LogIndex(42),
         par: None,

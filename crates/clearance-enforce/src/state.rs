@@ -166,6 +166,8 @@ struct ViewInner {
     executions: HashSet<String>,
     principals: HashSet<String>,
     signing_keys: HashSet<String>,
+    /// Quarantined environments, with when: clearances issued before are revoked.
+    environments: HashMap<String, i64>,
     seq: u64,
     fresh_at: Option<Instant>,
 }
@@ -194,6 +196,12 @@ impl RevocationView {
             RevocationKind::Execution => &mut v.executions,
             RevocationKind::Principal => &mut v.principals,
             RevocationKind::SigningKey => &mut v.signing_keys,
+            RevocationKind::Environment => {
+                let at = v.environments.entry(r.id.clone()).or_insert(r.time);
+                *at = (*at).max(r.time);
+                v.seq = v.seq.max(r.seq);
+                return;
+            }
         };
         set.insert(r.id.clone());
         v.seq = v.seq.max(r.seq);
@@ -231,6 +239,11 @@ impl RevocationView {
         }
         if v.principals.contains(&claims.sub) {
             return Err(VerifyError::Revoked(format!("principal `{}` was revoked", claims.sub)));
+        }
+        if let Some(env) = claims.aud.as_ref()
+            && v.environments.get(env).is_some_and(|at| claims.iat <= *at)
+        {
+            return Err(VerifyError::Revoked(format!("environment `{env}` was quarantined")));
         }
         if v.signing_keys.contains(kid) {
             return Err(VerifyError::Revoked(format!("signing key `{kid}` was revoked")));

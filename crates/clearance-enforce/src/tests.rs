@@ -34,6 +34,7 @@ fn fixture() -> Fixture {
         act: "refund".into(),
         res: resource.clone(),
         args: argument_digest(&args).unwrap(),
+        env: None,
         pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
         log: LogIndex(42),
         par: None,

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::Digest;
+use crate::environment::EnvBinding;
 use crate::execution::Delegation;
 use crate::ids::{ExecutionId, LogIndex, PolicyVersion};
 
@@ -54,6 +55,10 @@ pub struct ClearanceClaims {
     pub res: ResourceRef,
     /// SHA-256 of the RFC 8785 canonical JSON of the arguments.
     pub args: Digest,
+    /// The environment and the digest of its attested measurements, which the executor
+    /// recomputes before running; absent when the request named no environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvBinding>,
     pub pol: PolicyVersion,
     /// Audit-log index of the decision entry.
     pub log: LogIndex,

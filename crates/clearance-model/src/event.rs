@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{CanonicalError, Digest, canonical_json};
 use crate::claims::ResourceRef;
+use crate::environment::Measurements;
 use crate::execution::{CompletionStatus, RevocationKind};
 use crate::ids::{ExecutionId, KeyId, PolicyVersion, PrincipalId};
 use crate::reason::{Decision, DenyReason};
@@ -62,6 +63,37 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_digest: Option<Digest>,
     },
+    EnvironmentRegistered {
+        time: i64,
+        by: PrincipalId,
+        environment: String,
+        attestation_key: String,
+        expect: Measurements,
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    EnvironmentUpdated {
+        time: i64,
+        by: PrincipalId,
+        environment: String,
+        expect: Measurements,
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    EnvironmentReleased {
+        time: i64,
+        by: PrincipalId,
+        environment: String,
+    },
+    /// A verified attestation: the signature and challenge checked out; `matches` says
+    /// whether the measurements equalled the expectations.
+    EnvironmentAttested {
+        time: i64,
+        by: PrincipalId,
+        environment: String,
+        measurements: Measurements,
+        measurement_digest: Digest,
+        matches: bool,
+        mismatched: Vec<String>,
+    },
     /// One revocation record, as pushed to enforcement points under `seq`. A revoked
     /// execution's subtree gets one entry per execution.
     Revocation {
@@ -96,6 +128,12 @@ pub struct DecisionEvent {
     /// The parent execution, for a child request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ExecutionId>,
+    /// The log entry of the attestation the environment check relied on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::ids::LogIndex>,
+    /// The attested measurement digest bound into the clearance (`env` claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurements: Option<Digest>,
     pub decision: Decision,
     pub reasons: Vec<DenyReason>,
     pub policies: Vec<String>,

@@ -184,6 +184,8 @@ pub enum RevocationKind {
     Execution,
     Principal,
     SigningKey,
+    /// A quarantined environment: every clearance bound to it.
+    Environment,
 }
 
 impl RevocationKind {
@@ -192,6 +194,7 @@ impl RevocationKind {
             Self::Execution => "execution",
             Self::Principal => "principal",
             Self::SigningKey => "signing_key",
+            Self::Environment => "environment",
         }
     }
 
@@ -200,6 +203,7 @@ impl RevocationKind {
             "execution" => Self::Execution,
             "principal" => Self::Principal,
             "signing_key" => Self::SigningKey,
+            "environment" => Self::Environment,
             _ => return None,
         })
     }

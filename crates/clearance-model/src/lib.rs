@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod claims;
+pub mod environment;
 pub mod event;
 pub mod execution;
 pub mod ids;

@@ -14,9 +14,10 @@ pub(crate) struct ContextShape {
     pub context: bool,
     pub request_time: bool,
     pub lineage: bool,
+    pub environment: bool,
 }
 
-pub(crate) const KNOWN_ATTRIBUTES: &str = "`arguments`, `context`, `request_time`, `lineage`";
+pub(crate) const KNOWN_ATTRIBUTES: &str = "`arguments`, `context`, `request_time`, `lineage`, `environment`";
 
 /// The schema's namespace (empty for none) and each action's context shape, read from
 /// the JSON form of the schema.
@@ -52,6 +53,7 @@ pub(crate) fn context_shapes(schema_json: &Value) -> Result<(String, HashMap<Str
                 "context" => shape.context = true,
                 "request_time" => shape.request_time = true,
                 "lineage" => shape.lineage = true,
+                "environment" => shape.environment = true,
                 other => {
                     return Err(PolicyError::Schema(vec![format!(
                         "action `{action}` declares context attribute `{other}`, which Clearance does not supply: \

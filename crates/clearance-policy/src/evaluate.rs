@@ -20,6 +20,19 @@ pub struct PolicyRequest<'a> {
     pub request_time: i64,
     /// Where the request sits in its lineage; a root request is depth 0 and its own root.
     pub lineage: Lineage<'a>,
+    /// The target environment's attested facts, when the request names one.
+    pub environment: Option<EnvironmentFacts<'a>>,
+}
+
+/// What a policy sees of the target environment, as `context.environment` (declared as
+/// `environment: { id: String, labels: Set<String>, measurements: Set<String> }`):
+/// labels as `"key=value"` and measurements as `"name=sha256:<hex>"`, so that a policy
+/// can say `context.environment.labels.contains("pci=true")`.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvironmentFacts<'a> {
+    pub id: &'a str,
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub measurements: &'a clearance_model::environment::Measurements,
 }
 
 /// What a policy sees of the request's lineage, as `context.lineage` (declared in the
@@ -88,6 +101,20 @@ impl CompiledPolicy {
         }
         if shape.request_time {
             context.insert("request_time".into(), Value::from(req.request_time));
+        }
+        if shape.environment {
+            let Some(env) = req.environment else {
+                return invalid(format!(
+                    "action `{}` declares `environment`, but the request names no environment",
+                    req.action
+                ));
+            };
+            let labels: Vec<String> = env.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let measurements: Vec<String> = env.measurements.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            context.insert(
+                "environment".into(),
+                serde_json::json!({ "id": env.id, "labels": labels, "measurements": measurements }),
+            );
         }
         if shape.lineage {
             context.insert(

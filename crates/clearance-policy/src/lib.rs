@@ -5,7 +5,7 @@ mod context;
 mod evaluate;
 
 pub use compile::{CompiledPolicy, PolicyError, policy_version};
-pub use evaluate::{Lineage, PolicyOutcome, PolicyRequest};
+pub use evaluate::{EnvironmentFacts, Lineage, PolicyOutcome, PolicyRequest};
 
 /// The entity type (inside the schema's namespace) of the principal of every request.
 pub const PRINCIPAL_TYPE: &str = "Agent";

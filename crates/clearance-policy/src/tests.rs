@@ -65,6 +65,7 @@ fn ask(policy: &CompiledPolicy, action: &str, resource: &str, arguments: Value) 
             depth: 0,
             root: "billing-bot",
         },
+        environment: None,
     })
 }
 
@@ -168,6 +169,7 @@ fn ill_typed_and_unknown_requests_are_invalid() -> Result<(), PolicyError> {
             depth: 0,
             root: "billing-bot",
         },
+        environment: None,
     });
     assert!(
         matches!(wrong_type, PolicyOutcome::InvalidRequest { .. }),
@@ -262,6 +264,7 @@ proptest! {
             context: &json!({}),
             request_time: time,
             lineage: crate::Lineage { depth: 0, root: "billing-bot" },
+            environment: None,
         };
         prop_assert_eq!(p.evaluate(&req), p.evaluate_unsliced(&req));
     }
@@ -292,6 +295,7 @@ when { context.lineage.depth <= 1 && context.lineage.root == "ops-bot" };
             context: &json!({}),
             request_time: 0,
             lineage: crate::Lineage { depth, root },
+            environment: None,
         })
     };
     assert!(matches!(ask(1, "ops-bot"), PolicyOutcome::Permit { .. }));

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::authorize::routes())
         .merge(routes::principals::routes())
         .merge(routes::executions::routes())
+        .merge(routes::environments::routes())
         .merge(routes::policies::routes())
         .merge(routes::log::routes())
         .merge(routes::meta::routes())

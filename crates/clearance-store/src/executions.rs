@@ -227,7 +227,7 @@ async fn record_revocation(
             ExecutionId::from_str(target)
                 .map_err(|_| StoreError::Unavailable(format!("corrupt execution id `{target}`")))?,
         ),
-        RevocationKind::Principal | RevocationKind::SigningKey => None,
+        RevocationKind::Principal | RevocationKind::SigningKey | RevocationKind::Environment => None,
     };
     Ok((record, LogAppend { entry, execution }))
 }
@@ -284,6 +284,16 @@ pub(crate) async fn revoke(
                     .map_err(unavailable)?;
             cover(tx, RevocationKind::SigningKey, "signing key", roots, revocation).await
         }
+        RevocationKind::Environment => {
+            crate::environments::quarantine(tx, target, &revocation.reason, revocation.time).await?;
+            let roots: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM executions WHERE environment = ? ORDER BY issued_at, id")
+                    .bind(target)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            cover(tx, RevocationKind::Environment, "environment", roots, revocation).await
+        }
     }
 }
 
@@ -304,7 +314,7 @@ async fn cover(
         .map_err(unavailable)?;
     let mut records = Vec::new();
     let mut entries = Vec::new();
-    if already.is_none() {
+    if already.is_none() || kind == RevocationKind::Environment {
         let (r, e) = record_revocation(tx, kind, &revocation.id, &revocation.reason, revocation).await?;
         records.push(r);
         entries.push(e);

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod audit;
+mod environments;
 mod executions;
 mod sequencer;
 mod sqlite;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clearance_core::{
-    ExecutionChange, ExecutionRecord, KeyHash, KeyRecord, LogAppend, PolicyRecord, PrincipalRecord, Revocation, Store,
-    StoreError, StoredCheckpoint,
+    Attestation, EnvironmentRecord, ExecutionChange, ExecutionRecord, KeyHash, KeyRecord, LogAppend, PolicyRecord,
+    PrincipalRecord, Revocation, Store, StoreError, StoredCheckpoint,
 };
 use clearance_log::{Hash, NodeId, leaf_hash};
 use clearance_model::execution::{RevocationKind, RevocationRecord};
@@ -504,6 +504,72 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         u64::try_from(seq).map_err(|_| StoreError::Unavailable("negative revocation seq".into()))
+    }
+
+    async fn create_environment(
+        &self,
+        env: &EnvironmentRecord,
+        at: Timestamp,
+        event: Vec<u8>,
+    ) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        crate::environments::insert(&mut tx, env, at).await?;
+        commit_with_event(tx, event, at.seconds()).await
+    }
+
+    async fn update_environment(&self, env: &EnvironmentRecord, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        crate::environments::update(&mut tx, env).await?;
+        commit_with_event(tx, event, Timestamp::now().seconds()).await
+    }
+
+    async fn environment(&self, id: &str) -> Result<Option<EnvironmentRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        Ok(crate::environments::get(&mut conn, Some(id)).await?.pop())
+    }
+
+    async fn list_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        crate::environments::get(&mut conn, None).await
+    }
+
+    async fn release_environment(&self, id: &str, event: Vec<u8>) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        crate::environments::release(&mut tx, id).await?;
+        commit_with_event(tx, event, Timestamp::now().seconds()).await
+    }
+
+    async fn save_challenge(&self, environment: &str, nonce: &str, expires: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        crate::environments::save_challenge(&mut tx, environment, nonce, expires).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn record_attestation(
+        &self,
+        environment: &str,
+        nonce: &str,
+        attestation: &Attestation,
+        event: Vec<u8>,
+    ) -> Result<LogIndex, StoreError> {
+        let mut tx = self.write_tx().await?;
+        crate::environments::consume_challenge(&mut tx, environment, nonce, attestation.time).await?;
+        let idx = append_leaves(
+            &mut tx,
+            &[&LogAppend {
+                entry: event,
+                execution: None,
+            }],
+            attestation.time.seconds(),
+        )
+        .await?;
+        let stored = Attestation {
+            log_index: LogIndex(idx),
+            ..attestation.clone()
+        };
+        crate::environments::store_attestation(&mut tx, environment, &stored).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LogIndex(idx))
     }
 
     async fn is_revoked(&self, kind: RevocationKind, id: &str) -> Result<bool, StoreError> {

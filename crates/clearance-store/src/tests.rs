@@ -37,6 +37,8 @@ async fn plane(store: &SqliteStore) -> ControlPlane {
             max_ttl_seconds: 300,
             max_lineage_depth: 8,
             lease_seconds: 30,
+            require_environment: false,
+            attestation_freshness_seconds: 300,
         },
     );
     ControlPlane::new(

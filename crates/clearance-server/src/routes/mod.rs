@@ -1,4 +1,5 @@
 pub(crate) mod authorize;
+pub(crate) mod environments;
 pub(crate) mod executions;
 pub(crate) mod log;
 pub(crate) mod meta;
