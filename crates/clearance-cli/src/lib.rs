@@ -44,6 +44,8 @@ enum Command {
     Proxy(command::proxy::Args),
     Verify(command::verify::Args),
     Revoke(command::revoke::Args),
+    #[command(subcommand)]
+    Env(command::env::Command),
     Lineage(command::lineage::Args),
     #[command(subcommand)]
     Policy(command::policy::Command),
@@ -74,6 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Proxy(args) => command::proxy::run(args).await,
             Command::Verify(args) => command::verify::run(args).await,
             Command::Revoke(args) => command::revoke::run(args).await,
+            Command::Env(cmd) => command::env::run(cmd).await,
             Command::Lineage(args) => command::lineage::run(args).await,
             Command::Policy(cmd) => command::policy::run(cmd).await,
             Command::Principal(cmd) => command::principal::run(cmd).await,

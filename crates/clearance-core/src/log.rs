@@ -218,7 +218,18 @@ impl ControlPlane {
         consistency_with: Option<u64>,
     ) -> Result<EvidenceBundle, CoreError> {
         require(caller, &[Role::Auditor, Role::Admin])?;
-        let entries = self.store.execution_entries(execution).await?;
+        let mut entries = self.store.execution_entries(execution).await?;
+        // The attestation the decision relied on joins the bundle (it precedes it).
+        let attestation = entries.first().and_then(|(_, bytes)| {
+            match serde_json::from_slice::<clearance_model::event::Event>(bytes) {
+                Ok(clearance_model::event::Event::Decision(d)) => d.attestation,
+                _ => None,
+            }
+        });
+        if let Some(at) = attestation {
+            let mut found = self.store.log_entries(at.0, at.0 + 1).await?;
+            entries.splice(0..0, found.drain(..));
+        }
         let last = entries
             .last()
             .map(|(i, _)| i.0)

@@ -91,10 +91,8 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
     let checkpoint =
         Checkpoint::open(&bundle.checkpoint, &verifier).map_err(|e| EvidenceError::Checkpoint(e.to_string()))?;
 
-    let mut decision: Option<(LogIndex, DecisionEvent)> = None;
-    let mut indexes = Vec::new();
-    let mut lifecycle = Vec::new();
-    let ours = |id: &clearance_model::ExecutionId| id == &bundle.execution_id;
+    // First every entry's form and inclusion; then what each one says.
+    let mut events = Vec::with_capacity(bundle.entries.len());
     for e in &bundle.entries {
         let index = e.index.0;
         let bad = |reason: String| EvidenceError::Entry { index, reason };
@@ -104,17 +102,63 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
             return Err(bad("not in RFC 8785 canonical form".into()));
         }
         let event: Event = serde_json::from_value(value).map_err(|e| bad(format!("not a log event: {e}")))?;
-        let is_decision = matches!(event, Event::Decision(_));
-        if !is_decision && decision.is_none() {
-            return Err(bad("an execution event before the decision".into()));
+        let proof = e
+            .proof
+            .iter()
+            .map(|p| b64(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        verify_inclusion(index, checkpoint.size, &leaf_hash(&bytes), &proof, &checkpoint.root).map_err(|e| {
+            EvidenceError::Inclusion {
+                index,
+                reason: e.to_string(),
+            }
+        })?;
+        events.push((e.index, event));
+    }
+    if events.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(EvidenceError::Format("entries are not in log order".into()));
+    }
+    let mut decisions = events.iter().filter_map(|(i, ev)| match ev {
+        Event::Decision(d) if d.execution_id == bundle.execution_id => Some((*i, (**d).clone())),
+        _ => None,
+    });
+    let decision = decisions.next();
+    if decisions.next().is_some() {
+        return Err(EvidenceError::Format("a second decision for the execution".into()));
+    }
+    let mut indexes = Vec::new();
+    let mut lifecycle = Vec::new();
+    let ours = |id: &clearance_model::ExecutionId| id == &bundle.execution_id;
+    for (at, event) in events {
+        let index = at.0;
+        let bad = |reason: String| EvidenceError::Entry { index, reason };
+        let Some((d_at, d)) = &decision else {
+            return Err(EvidenceError::Format("the bundle has no decision entry".into()));
+        };
+        if at < *d_at {
+            // Only the attestation the decision names may precede it, and it must say
+            // what the decision bound.
+            match event {
+                Event::EnvironmentAttested {
+                    environment,
+                    measurement_digest,
+                    matches,
+                    ..
+                } if d.attestation == Some(at)
+                    && d.environment.as_deref() == Some(environment.as_str())
+                    && d.measurements == Some(measurement_digest)
+                    && matches =>
+                {
+                    lifecycle.push(format!("attested: {environment} {measurement_digest}"));
+                }
+                _ => return Err(bad("an entry before the decision that is not its attestation".into())),
+            }
+            indexes.push(at);
+            continue;
         }
         match event {
-            Event::Decision(d) if d.execution_id == bundle.execution_id => {
-                if decision.is_some() {
-                    return Err(bad("a second decision for the execution".into()));
-                }
-                decision = Some((e.index, *d));
-            }
+            Event::Decision(_) => {}
             Event::ExecutionStarted { execution_id, .. } if ours(&execution_id) => lifecycle.push("started".to_owned()),
             Event::ExecutionRenewed { execution_id, .. } if ours(&execution_id) => lifecycle.push("renewed".to_owned()),
             Event::ExecutionCompleted {
@@ -137,19 +181,15 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
             } if id == bundle.execution_id.as_str() => lifecycle.push(format!("revoked: {reason}")),
             _ => return Err(bad(format!("not an event of execution `{}`", bundle.execution_id))),
         }
-        let proof = e
-            .proof
-            .iter()
-            .map(|p| b64(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
-        verify_inclusion(index, checkpoint.size, &leaf_hash(&bytes), &proof, &checkpoint.root).map_err(|e| {
-            EvidenceError::Inclusion {
-                index,
-                reason: e.to_string(),
-            }
-        })?;
-        indexes.push(e.index);
+        indexes.push(at);
+    }
+    if let Some((_, d)) = &decision
+        && d.attestation.is_some()
+        && !indexes.iter().any(|i| Some(*i) == d.attestation)
+    {
+        return Err(EvidenceError::Format(
+            "the decision relied on an attestation the bundle does not carry".into(),
+        ));
     }
     let (decision_index, event) =
         decision.ok_or_else(|| EvidenceError::Format("the bundle has no decision entry".into()))?;
@@ -203,6 +243,7 @@ fn check_clearance(token: &str, jwks: &Jwks, index: LogIndex, d: &DecisionEvent)
         ("exp", Some(c.exp) == d.expires),
         ("iat", c.iat == d.time),
         ("par", c.par == d.parent),
+        ("env", c.env.as_ref().map(|e| e.measurements) == d.measurements),
     ];
     match checks.iter().find(|(_, ok)| !ok) {
         Some((claim, _)) => Err(bad(format!("claim `{claim}` differs from the logged decision"))),

@@ -11,6 +11,7 @@ pub struct Gate {
     verifier: Verifier,
     replay: ReplayCache,
     revocations: Option<Arc<RevocationView>>,
+    measurer: Option<crate::measure::Measurer>,
 }
 
 impl Gate {
@@ -22,7 +23,15 @@ impl Gate {
             verifier,
             replay,
             revocations,
+            measurer: None,
         }
+    }
+
+    /// Recompute these measurements before each admission and refuse clearances whose
+    /// `env` binding differs (`measurement_mismatch`).
+    pub fn with_measurer(mut self, measurer: crate::measure::Measurer) -> Self {
+        self.measurer = (!measurer.is_empty()).then_some(measurer);
+        self
     }
 
     pub fn revocations(&self) -> Option<&Arc<RevocationView>> {
@@ -40,6 +49,9 @@ impl Gate {
         let verified = self.verifier.verify(token, call, now)?;
         if let Some(view) = &self.revocations {
             view.check(verified.claims(), verified.kid())?;
+        }
+        if let Some(m) = &self.measurer {
+            m.check(verified.claims())?;
         }
         // Kept as long as the verifier would still accept the clearance.
         let keep_until = verified

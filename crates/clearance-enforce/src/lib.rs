@@ -6,6 +6,7 @@ mod evidence;
 #[cfg(feature = "runtime")]
 pub mod exec;
 mod gate;
+mod measure;
 #[cfg(feature = "runtime")]
 pub mod proxy;
 mod state;
@@ -15,6 +16,7 @@ mod verify;
 pub use client::{CallError, ClientOptions, ControlPlaneClient};
 pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, verify_evidence};
 pub use gate::Gate;
+pub use measure::{Measurer, Source};
 pub use state::{ReplayCache, RevocationView};
 pub use verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
 

@@ -43,6 +43,8 @@ pub enum VerifyError {
     Replayed { jti: String },
     #[error("replay cache: {0}")]
     ReplayCache(String),
+    #[error("measurement mismatch: {0}")]
+    MeasurementMismatch(String),
 }
 
 impl VerifyError {
@@ -67,6 +69,7 @@ impl VerifyError {
             Self::RevocationViewStale { .. } => "revocation_view_stale",
             Self::Replayed { .. } => "replayed",
             Self::ReplayCache(_) => "replay_cache_unavailable",
+            Self::MeasurementMismatch(_) => "measurement_mismatch",
         }
     }
 }

@@ -31,12 +31,24 @@ pub(crate) struct EnforcerArgs {
     /// This enforcement point's environment id: clearances for any other are refused.
     #[arg(long, env = "CLEARANCE_ENVIRONMENT")]
     pub environment: Option<String>,
+    /// A file this environment measures, NAME=PATH (repeatable): its SHA-256 is
+    /// recomputed before each execution and must match the clearance's `env` binding.
+    #[arg(long = "measure", value_name = "NAME=PATH")]
+    pub measure: Vec<String>,
+    /// A declared measurement, NAME=sha256:HEX (repeatable), e.g. a container image digest.
+    #[arg(long = "measure-value", value_name = "NAME=DIGEST")]
+    pub measure_value: Vec<String>,
     /// Seconds to wait for the control plane on each call before failing closed.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
 }
 
 impl EnforcerArgs {
+    pub fn measurer(&self) -> Result<clearance_enforce::Measurer, Failure> {
+        clearance_enforce::Measurer::new(&self.measure, &self.measure_value)
+            .map_err(|e| Failure::Error(anyhow::anyhow!(e)))
+    }
+
     pub fn options(&self) -> ClientOptions {
         ClientOptions {
             connect_timeout: std::time::Duration::from_secs(self.timeout.clamp(1, 60)),

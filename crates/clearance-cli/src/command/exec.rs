@@ -117,7 +117,7 @@ async fn prepare_and_run(args: Args) -> Result<ExecOutcome, String> {
         .clone()
         .unwrap_or_else(|| default_state_file("exec-replay"));
     let replay = ReplayCache::open(&path, Timestamp::now().seconds()).map_err(|e| e.to_string())?;
-    let gate = Gate::new(verifier, replay, None);
+    let gate = Gate::new(verifier, replay, None).with_measurer(args.enforcer.measurer().map_err(describe)?);
     let exec = Exec {
         agent: agent.as_ref(),
         enforcer: &enforcer,

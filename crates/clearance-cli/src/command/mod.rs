@@ -1,5 +1,6 @@
 pub(crate) mod authorize;
 pub(crate) mod enforcer;
+pub(crate) mod env;
 pub(crate) mod evidence;
 pub(crate) mod exec;
 pub(crate) mod init;

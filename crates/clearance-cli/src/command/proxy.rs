@@ -97,6 +97,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         )));
     }
     let enforcer = args.enforcer.enforcer()?;
+    let measurer = args.enforcer.measurer()?;
     let verifier = args.enforcer.verifier(&enforcer).await?;
     let replay = ReplayCache::open(&args.replay_cache, Timestamp::now().seconds())
         .map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
@@ -133,7 +134,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         },
         agent,
         enforcer,
-        gate: Gate::new(verifier, replay, Some(view)),
+        gate: Gate::new(verifier, replay, Some(view)).with_measurer(measurer),
         upstream,
     });
     let listener = tokio::net::TcpListener::bind(&args.listen)
