@@ -27,7 +27,7 @@ pub(crate) struct ServerArgs {
     pub data_dir: Option<PathBuf>,
     /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds,
     /// lease_seconds, max_lineage_depth, require_environment, attestation_freshness_seconds,
-    /// log_origin, checkpoint_interval_ms, log_max_batch).
+    /// challenge_ttl_seconds, log_origin, checkpoint_interval_ms, log_max_batch).
     #[arg(long, env = "CLEARANCE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
@@ -62,6 +62,7 @@ struct FileConfig {
     max_lineage_depth: Option<u32>,
     require_environment: Option<bool>,
     attestation_freshness_seconds: Option<u64>,
+    challenge_ttl_seconds: Option<u64>,
     log_origin: Option<String>,
     checkpoint_interval_ms: Option<u64>,
     log_max_batch: Option<usize>,
@@ -80,6 +81,7 @@ pub(crate) struct ServerConfig {
     pub max_lineage_depth: u32,
     pub require_environment: bool,
     pub attestation_freshness_seconds: u64,
+    pub challenge_ttl_seconds: u64,
     /// The log's origin line, used on first start only (then fixed in the database).
     pub log_origin: Option<String>,
     /// How often a checkpoint is signed when the log has grown.
@@ -132,6 +134,10 @@ impl ServerConfig {
             max_lineage_depth,
             require_environment: args.require_environment.or(file.require_environment).unwrap_or(true),
             attestation_freshness_seconds,
+            challenge_ttl_seconds: file
+                .challenge_ttl_seconds
+                .unwrap_or(clearance_model::environment::CHALLENGE_TTL_SECONDS)
+                .clamp(1, 3600),
             data_dir: args
                 .data_dir
                 .clone()
@@ -199,6 +205,7 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             lease_seconds: config.lease_seconds,
             require_environment: config.require_environment,
             attestation_freshness_seconds: config.attestation_freshness_seconds,
+            challenge_ttl_seconds: config.challenge_ttl_seconds,
         },
     );
     let plane = ControlPlane::new(Arc::new(store), engine, log_key, &default_origin, Arc::new(SystemClock)).await?;

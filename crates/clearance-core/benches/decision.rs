@@ -65,6 +65,7 @@ fn engine() -> DecisionEngine {
             lease_seconds: 30,
             require_environment: false,
             attestation_freshness_seconds: 300,
+            challenge_ttl_seconds: 60,
         },
     )
 }

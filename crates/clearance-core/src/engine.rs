@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub require_environment: bool,
     /// How long an accepted attestation keeps an environment fresh.
     pub attestation_freshness_seconds: u64,
+    /// How long an attestation challenge may be answered.
+    pub challenge_ttl_seconds: u64,
 }
 
 /// What the control plane found about the request's target environment (stage 5 needs

@@ -7,8 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clearance_artifact::VerifyingKey;
 use clearance_model::environment::{
-    AttestRequest, AttestationView, CHALLENGE_TTL_SECONDS, Challenge, EnvironmentView, MAX_LABELS, MAX_MEASUREMENTS,
-    Measurements, Quarantined, RegisterEnvironment, UpdateEnvironment, measurement_digest, mismatches,
+    AttestRequest, AttestationView, Challenge, EnvironmentView, MAX_LABELS, MAX_MEASUREMENTS, Measurements,
+    Quarantined, RegisterEnvironment, UpdateEnvironment, measurement_digest, mismatches,
 };
 use clearance_model::event::Event;
 use clearance_model::execution::{RevocationKind, RevokeRequest};
@@ -224,7 +224,10 @@ impl ControlPlane {
         self.environment_record(id).await?;
         let nonce = clearance_model::ids::random_bytes::<32>().map_err(|e| CoreError::Internal(e.to_string()))?;
         let nonce = URL_SAFE_NO_PAD.encode(nonce);
-        let expires = self.clock.now().plus_seconds(CHALLENGE_TTL_SECONDS);
+        let expires = self
+            .clock
+            .now()
+            .plus_seconds(self.engine.config().challenge_ttl_seconds);
         self.store.save_challenge(id, &nonce, expires).await?;
         Ok(Challenge {
             environment: id.to_owned(),

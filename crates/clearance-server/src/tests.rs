@@ -34,6 +34,7 @@ async fn harness() -> Harness {
             lease_seconds: 30,
             require_environment: false,
             attestation_freshness_seconds: 300,
+            challenge_ttl_seconds: 60,
         },
     );
     let plane = ControlPlane::new(

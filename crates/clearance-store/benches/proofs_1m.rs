@@ -69,6 +69,7 @@ async fn main() {
             lease_seconds: 30,
             require_environment: false,
             attestation_freshness_seconds: 300,
+            challenge_ttl_seconds: 60,
         },
     );
     let plane = ControlPlane::new(

@@ -39,6 +39,7 @@ async fn plane(store: &SqliteStore) -> ControlPlane {
             lease_seconds: 30,
             require_environment: false,
             attestation_freshness_seconds: 300,
+            challenge_ttl_seconds: 60,
         },
     );
     ControlPlane::new(
