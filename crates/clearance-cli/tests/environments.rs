@@ -29,6 +29,10 @@ action exec appliesTo {
     principal: Agent, resource: Command,
     context: { arguments: { argv: Set<String>, cwd: String }, environment: Env }
 };
+action run appliesTo {
+    principal: Agent, resource: Command,
+    context: { arguments: { argv: Set<String>, cwd: String, program: String, program_sha256: String }, environment: Env }
+};
 action refund appliesTo {
     principal: Agent, resource: Tool,
     context: { arguments: { amount: Long }, environment: Env }
@@ -410,4 +414,73 @@ fn a_policy_over_environment_labels_allows_and_denies() {
     let out = e.cli(ADMIN_KEY, &["env", "update", "runner-2", "--label", "pci=true"]);
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert_eq!(refund("runner-2")["decision"], "allow");
+}
+
+#[test]
+fn exec_runs_only_the_pinned_program_file() {
+    let e = setup(&[]);
+    assert_eq!(code(&e.attest("runner-1")), 0);
+    let tool = e.dir.path().join("tool.sh");
+    std::fs::write(&tool, "#!/bin/sh\necho tool 1\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let digest = sha256_file(&tool);
+    // Only that exact file may run.
+    e.server.activate(
+        SCHEMA,
+        &format!(
+            "{POLICIES}\n@id(\"pinned-tool\")\npermit (principal, action == Action::\"run\", resource)\n\
+             when {{ context.arguments.program_sha256 == \"{digest}\" }};\n"
+        ),
+    );
+    let run = |flags: &[&str]| {
+        let mut all = vec!["--action", "run", "--pin-program"];
+        all.extend(flags);
+        e.exec(&all, &["./tool.sh"]).output().unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(
+        (code(&out), text(&out.stdout).as_str()),
+        (0, "tool 1\n"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A clearance for the file as it is now...
+    let args = json!({"argv": ["./tool.sh"], "cwd": e.dir.path().canonicalize().unwrap().to_str().unwrap(),
+                      "program": "./tool.sh", "program_sha256": digest});
+    let (_, held) = e.authorize(
+        json!({"action": "run", "resource": {"type": "Command", "id": "./tool.sh"},
+                                       "environment": "runner-1", "arguments": args}),
+    );
+    assert_eq!(held["decision"], "allow", "{held}");
+    // ...is refused once the file changed, before anything runs.
+    std::fs::write(&tool, "#!/bin/sh\necho tool 2 >> ran\n").unwrap();
+    let out = e
+        .exec(
+            &[
+                "--action",
+                "run",
+                "--args",
+                &args.to_string(),
+                "--clearance",
+                held["clearance"].as_str().unwrap(),
+            ],
+            &["./tool.sh"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 121, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("measurement_mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!e.dir.path().join("ran").exists());
+    // And asking anew for the changed file is denied by the policy.
+    let out = run(&[]);
+    assert_eq!(code(&out), 120, "{}", text(&out.stderr));
+    assert!(!e.dir.path().join("ran").exists());
 }

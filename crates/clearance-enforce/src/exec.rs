@@ -106,6 +106,57 @@ pub fn default_arguments(command: &[String]) -> serde_json::Value {
     serde_json::json!({ "argv": command, "cwd": cwd })
 }
 
+/// The file `program` resolves to: as given if it has a `/`, else the first executable
+/// match on `PATH`.
+pub fn resolve_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| executable(p))
+    })
+}
+
+/// `{"program": <resolved path>, "program_sha256": "sha256:..."}` for `--pin-program`: a
+/// clearance for these arguments only runs that exact file.
+pub fn program_arguments(program: &str) -> Result<(String, Digest), String> {
+    let path = resolve_program(program).ok_or_else(|| format!("`{program}` does not resolve to an executable file"))?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("reading `{}`: {e}", path.display()))?;
+    Ok((path.display().to_string(), Digest::of(&bytes)))
+}
+
+/// If the arguments pin the program's digest, check the file `program` resolves to now
+/// and return its path (to spawn exactly that file).
+fn pinned_program(program: &str, arguments: &serde_json::Value) -> Result<Option<std::path::PathBuf>, ExecOutcome> {
+    let Some(want) = arguments.get("program_sha256") else {
+        return Ok(None);
+    };
+    let mismatch = |message: String| ExecOutcome::Refused {
+        code: "measurement_mismatch".into(),
+        message,
+    };
+    let (path, got) = program_arguments(program).map_err(mismatch)?;
+    if want.as_str() != Some(got.to_string().as_str()) {
+        return Err(mismatch(format!(
+            "`{path}` has digest {got}, but the clearance is for {want}"
+        )));
+    }
+    if let Some(named) = arguments.get("program").and_then(serde_json::Value::as_str)
+        && named != path
+    {
+        return Err(mismatch(format!(
+            "`{program}` resolves to `{path}`, but the clearance is for `{named}`"
+        )));
+    }
+    Ok(Some(std::path::PathBuf::from(path)))
+}
+
 /// Grace between SIGTERM and SIGKILL when stopping a command.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -143,6 +194,11 @@ impl Exec<'_> {
                 };
             }
         };
+        // A pinned program is checked before the clearance is consumed, and again
+        // right before it is spawned.
+        if let Err(outcome) = pinned_program(program, &req.arguments) {
+            return outcome;
+        }
         let verified = match self.gate.admit(&token, &call, Timestamp::now().seconds()) {
             Ok(v) => v,
             Err(e) => {
@@ -162,7 +218,14 @@ impl Exec<'_> {
             Err(CallError::Unavailable(m)) => return ExecOutcome::Unavailable(m),
             Err(CallError::Refused { code, message, .. }) => return ExecOutcome::Refused { code, message },
         };
-        let spawned = tokio::process::Command::new(program)
+        let exact = match pinned_program(program, &req.arguments) {
+            Ok(p) => p,
+            Err(outcome) => {
+                self.complete(&id, CompletionStatus::Failed, None, None).await;
+                return outcome;
+            }
+        };
+        let spawned = tokio::process::Command::new(exact.as_deref().unwrap_or(std::path::Path::new(program)))
             .args(&req.command[1..])
             .stdin(Stdio::inherit())
             .stdout(Stdio::piped())

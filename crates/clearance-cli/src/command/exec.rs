@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clearance_enforce::exec::{Exec, ExecOutcome, ExecRequest, default_arguments, exit};
+use clearance_enforce::exec::{Exec, ExecOutcome, ExecRequest, default_arguments, exit, program_arguments};
 use clearance_enforce::{Gate, ReplayCache};
 use clearance_model::{ResourceRef, Timestamp};
 
@@ -56,6 +56,11 @@ pub(crate) struct Args {
     /// Wanted lease in seconds (bounded by the control plane's).
     #[arg(long)]
     lease: Option<u64>,
+    /// Also bind the program's resolved path and SHA-256 into the arguments (`program`,
+    /// `program_sha256`): the clearance then runs only that exact file, which is checked
+    /// again right before it is spawned.
+    #[arg(long)]
+    pin_program: bool,
     /// Replay cache file [default: $XDG_STATE_HOME/clearance/exec-replay].
     #[arg(long, env = "CLEARANCE_REPLAY_CACHE")]
     replay_cache: Option<PathBuf>,
@@ -87,6 +92,17 @@ async fn prepare_and_run(args: Args) -> Result<ExecOutcome, String> {
     let arguments = match &args.args {
         Some(text) => parse_object("args", text).map_err(|e| format!("{e:#}"))?,
         None => default_arguments(&args.command),
+    };
+    let arguments = if args.pin_program {
+        let (path, digest) = program_arguments(&program)?;
+        let mut a = arguments;
+        if let Some(o) = a.as_object_mut() {
+            o.insert("program".into(), path.into());
+            o.insert("program_sha256".into(), digest.to_string().into());
+        }
+        a
+    } else {
+        arguments
     };
     let req = ExecRequest {
         command: args.command.clone(),
