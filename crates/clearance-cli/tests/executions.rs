@@ -668,4 +668,10 @@ fn revoking_the_signing_key_revokes_its_clearances_and_stops_issuance() {
     let (_, list) = s.server.call("GET", "/v1/revocations?since=0", Some(&s.enforcer), None);
     assert_eq!(list["revocations"][0]["kind"], "signing_key");
     assert_eq!(list["revocations"][0]["id"], kid.as_str());
+    let (status, ready) = s.server.call("GET", "/readyz", None, None);
+    assert_eq!(
+        (status, &ready["checks"]["signing_key"]["ok"]),
+        (503, &json!(false)),
+        "{ready}"
+    );
 }

@@ -401,6 +401,22 @@ impl ControlPlane {
         Ok(records)
     }
 
+    /// Wake the revocation streams if storage holds records they have not been told of.
+    pub(crate) async fn announce_revocations(&self) {
+        match self.store.latest_revocation().await {
+            Ok(latest) => {
+                self.revocations.send_if_modified(|seq| {
+                    let newer = latest > *seq;
+                    if newer {
+                        *seq = latest;
+                    }
+                    newer
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the latest revocation"),
+        }
+    }
+
     /// Revocation records after `since`, for enforcement points catching up.
     pub async fn revocations(
         &self,

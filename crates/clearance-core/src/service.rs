@@ -49,11 +49,13 @@ pub enum PolicyState {
 pub struct Readiness {
     pub storage: Result<(), String>,
     pub policy: Result<Option<PolicyVersion>, String>,
+    /// Err when the clearance signing key was revoked (nothing can be issued).
+    pub signing_key: Result<(), String>,
 }
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.storage.is_ok() && self.policy.is_ok()
+        self.storage.is_ok() && self.policy.is_ok() && self.signing_key.is_ok()
     }
 }
 
@@ -268,6 +270,11 @@ impl ControlPlane {
             _ => self.store.append(append).await,
         };
         let log_index = recorded.map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
+        if verdict.placement.as_ref().is_some_and(|p| p.parent.is_some()) && verdict.decision == Decision::Allow {
+            // A child whose parent was revoked while it was decided is recorded revoked,
+            // with its own revocation record: make sure the streams hear of it.
+            self.announce_revocations().await;
+        }
         let (clearance, expires_at) = if verdict.decision == Decision::Allow {
             let (token, exp) = self
                 .engine
@@ -471,7 +478,16 @@ impl ControlPlane {
             PolicyState::Active(p) => Ok(Some(p.version())),
             PolicyState::Broken { version, message } => Err(format!("active policy `{version}` is invalid: {message}")),
         };
-        Readiness { storage, policy }
+        let signing_key = match self.signing_key_revoked().await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(CoreError::SigningKeyRevoked.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        Readiness {
+            storage,
+            policy,
+            signing_key,
+        }
     }
 }
 

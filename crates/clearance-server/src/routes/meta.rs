@@ -52,7 +52,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         "status": if r.ready() { "ready" } else { "unavailable" },
         "checks": {
             "storage": check(r.storage.is_ok(), r.storage.clone().err()),
-            "signing_key": {"ok": true, "kid": state.plane().engine().signer().kid()},
+            "signing_key": match &r.signing_key {
+                Ok(()) => json!({"ok": true, "kid": state.plane().engine().signer().kid()}),
+                Err(e) => json!({"ok": false, "kid": state.plane().engine().signer().kid(), "error": e}),
+            },
             "policy": match &r.policy {
                 Ok(v) => json!({"ok": true, "active_version": v}),
                 Err(e) => json!({"ok": false, "error": e}),
