@@ -336,6 +336,21 @@ fn bad_attestations_are_rejected_with_their_own_reasons() {
         &key,
     ));
     assert_eq!((s, reason(&b).as_str()), (409, "challenge_unknown"), "{b}");
+    // Base64url keys may start with `-`: taken as the value, and checked as a key.
+    let out = e.cli(
+        ADMIN_KEY,
+        &[
+            "env",
+            "register",
+            "runner-3",
+            "--attestation-key",
+            "-cAbc",
+            "--expect",
+            &format!("app={}", sha256_file(&e.app)),
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("attestation key"), "{}", text(&out.stderr));
     // Agents cannot attest.
     let (s, b) = e
         .server

@@ -27,7 +27,8 @@ pub(crate) enum Command {
     Register {
         id: String,
         /// The environment's Ed25519 public key, base64url (see `clearance env keygen`).
-        #[arg(long)]
+        /// Base64url may start with `-`, so the value is taken as is.
+        #[arg(long, allow_hyphen_values = true)]
         attestation_key: String,
         /// An expected measurement, NAME=sha256:HEX (repeatable).
         #[arg(long = "expect", value_name = "NAME=DIGEST", required = true)]
