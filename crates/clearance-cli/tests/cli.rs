@@ -324,3 +324,20 @@ fn readme_example_bundle_behaves_as_documented() {
     assert_eq!(code(&denied), 3);
     assert!(text(&denied.stdout).contains("policy_denied"));
 }
+
+#[test]
+fn ids_that_start_with_a_dash_are_ids_not_flags() {
+    // Execution ids are base64url: one in 64 starts with `-`.
+    for args in [
+        &["lineage", "-AbC"][..],
+        &["revoke", "execution", "-AbC"],
+        &["evidence", "export", "-AbC"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--server", "http://127.0.0.1:1", "--api-key", "clr_unused"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 6, "{args:?}: {}", text(&out.stderr));
+    }
+}

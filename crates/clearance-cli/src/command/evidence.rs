@@ -16,7 +16,9 @@ use crate::output::{Failure, print_json};
 pub(crate) enum Command {
     /// Write the bundle of one execution (auditor or admin key).
     Export {
-        /// The execution id (the clearance's `jti`; `execution_id` in responses).
+        /// The execution id (the clearance's `jti`; `execution_id` in responses). Ids are
+        /// base64url and may start with `-`.
+        #[arg(allow_hyphen_values = true)]
         execution_id: String,
         /// Output file [default: standard output].
         #[arg(short, long)]

@@ -8,7 +8,8 @@ use crate::output::{Failure, print_json};
 /// Show an execution's lineage (admin, auditor, enforcer).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Execution id (the clearance's `jti`).
+    /// Execution id (the clearance's `jti`; base64url, so it may start with `-`).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     #[command(flatten)]
     client: ClientArgs,

@@ -21,7 +21,8 @@ enum Target {
 pub(crate) struct Args {
     #[arg(value_enum)]
     target: Target,
-    /// Execution id, principal id or key id.
+    /// Execution id, principal id or key id (base64url ids may start with `-`).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// Why (recorded in the log and sent to enforcement points).
     #[arg(long)]
