@@ -42,6 +42,7 @@ enum Command {
     Authorize(command::authorize::Args),
     Exec(command::exec::Args),
     Proxy(command::proxy::Args),
+    McpProxy(command::mcp_proxy::Args),
     Verify(command::verify::Args),
     Revoke(command::revoke::Args),
     #[command(subcommand)]
@@ -74,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Authorize(args) => command::authorize::run(args).await,
             Command::Exec(args) => command::exec::run(args).await,
             Command::Proxy(args) => command::proxy::run(args).await,
+            Command::McpProxy(args) => command::mcp_proxy::run(args).await,
             Command::Verify(args) => command::verify::run(args).await,
             Command::Revoke(args) => command::revoke::run(args).await,
             Command::Env(cmd) => command::env::run(cmd).await,
