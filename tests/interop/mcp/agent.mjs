@@ -7,6 +7,19 @@ const [command, ...args] = process.argv.slice(2);
 const transport = new StdioClientTransport({ command, args, env: process.env, stderr: "inherit" });
 const client = new Client({ name: "interop-agent", version: "1.0.0" });
 await client.connect(transport);
+// BENCH=N: time N sequential echo calls (after 20 warm-up calls) and print the latencies.
+if (process.env.BENCH) {
+  const n = Number(process.env.BENCH);
+  const latencies = [];
+  for (let i = 0; i < n + 20; i++) {
+    const t = performance.now();
+    await client.callTool({ name: "echo", arguments: { message: `hello ${i}` } });
+    if (i >= 20) latencies.push(performance.now() - t);
+  }
+  console.log(JSON.stringify({ latencies_ms: latencies }));
+  await client.close();
+  process.exit(0);
+}
 const calls = JSON.parse(process.env.CALLS ?? "[]");
 for (const call of calls) {
   try {
