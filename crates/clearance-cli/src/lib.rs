@@ -43,6 +43,8 @@ enum Command {
     Exec(command::exec::Args),
     Proxy(command::proxy::Args),
     McpProxy(command::mcp_proxy::Args),
+    #[command(subcommand)]
+    Mcp(command::mcp::Command),
     Verify(command::verify::Args),
     Revoke(command::revoke::Args),
     #[command(subcommand)]
@@ -76,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Exec(args) => command::exec::run(args).await,
             Command::Proxy(args) => command::proxy::run(args).await,
             Command::McpProxy(args) => command::mcp_proxy::run(args).await,
+            Command::Mcp(cmd) => command::mcp::run(cmd).await,
             Command::Verify(args) => command::verify::run(args).await,
             Command::Revoke(args) => command::revoke::run(args).await,
             Command::Env(cmd) => command::env::run(cmd).await,

@@ -294,3 +294,55 @@ fn the_mcp_proxy_fails_closed() {
         "tool calls reached the server without a working control plane"
     );
 }
+
+#[test]
+fn a_schema_generated_from_the_servers_tools_validates_argument_policies() {
+    let Some(interop) = interop_dir() else { return };
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("everything.cedarschema");
+    let out = Command::new(BIN)
+        .args(["mcp", "schema", "--name", "everything", "--upstream-cmd", "node", "-o"])
+        .arg(&schema)
+        .arg("--")
+        .arg(interop.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&schema).unwrap();
+    assert!(text.contains(r#"action "tool:get-sum""#), "{text}");
+    let validate = |policies: &str| {
+        let file = dir.path().join("p.cedar");
+        std::fs::write(&file, policies).unwrap();
+        server.cli(
+            Some(ADMIN_KEY),
+            &[
+                "policy",
+                "validate",
+                "--schema",
+                schema.to_str().unwrap(),
+                "--policies",
+                file.to_str().unwrap(),
+            ],
+        )
+    };
+    // A policy over typed arguments validates...
+    let ok = validate(
+        r#"@id("small-sums") permit (principal, action == Action::"tool:get-sum", resource)
+           when { context.arguments.a + context.arguments.b < 100 };"#,
+    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    // ...and one that misnames or mistypes an argument is rejected when pushed, not at run time.
+    for bad in [
+        r#"@id("typo") permit (principal, action == Action::"tool:get-sum", resource) when { context.arguments.c < 100 };"#,
+        r#"@id("type") permit (principal, action == Action::"tool:echo", resource) when { context.arguments.message < 100 };"#,
+    ] {
+        let out = validate(bad);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

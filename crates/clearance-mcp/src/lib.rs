@@ -14,6 +14,9 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, RoleClient, RoleServer, Service, ServiceExt};
 use serde_json::{Value, json};
 
+mod schema;
+pub use schema::cedar_schema;
+
 /// The `_meta` key under which a forwarded request carries its clearance.
 pub const CLEARANCE_META_KEY: &str = "clearance";
 /// The resource type every governed call acts on; its id is the server's name.
@@ -353,4 +356,29 @@ pub async fn run_stdio(config: McpProxyConfig, governor: Governor) -> Result<(),
         .map_err(|e| McpProxyError::Session(e.to_string()))?;
     let _ = upstream.cancel().await;
     Ok(())
+}
+
+/// Start the upstream server, list its tools, and write the Cedar schema for them.
+pub async fn upstream_schema(server_name: &str, program: &str, args: &[String]) -> Result<String, McpProxyError> {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    for var in CREDENTIAL_VARIABLES {
+        command.env_remove(var);
+    }
+    let upstream_error = |message: String| McpProxyError::Upstream {
+        program: program.to_owned(),
+        message,
+    };
+    let transport = rmcp::transport::TokioChildProcess::new(command).map_err(|e| upstream_error(e.to_string()))?;
+    let client = ().serve(transport).await.map_err(|e| upstream_error(e.to_string()))?;
+    let tools = client
+        .list_all_tools()
+        .await
+        .map_err(|e| upstream_error(format!("tools/list: {e}")))?;
+    let _ = client.cancel().await;
+    let pairs: Vec<(String, Value)> = tools
+        .into_iter()
+        .map(|t| (t.name.to_string(), Value::Object((*t.input_schema).clone())))
+        .collect();
+    Ok(cedar_schema(server_name, &pairs))
 }

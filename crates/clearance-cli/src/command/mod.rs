@@ -7,6 +7,7 @@ pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod lineage;
 pub(crate) mod log;
+pub(crate) mod mcp;
 pub(crate) mod mcp_proxy;
 pub(crate) mod policy;
 pub(crate) mod principal;
