@@ -212,8 +212,7 @@ fn attest_authorize_execute_then_a_changed_file_is_refused() {
     let (_, held) = e.authorize(e.exec_request(&["sh", "-c", "touch marker"]));
     assert_eq!(held["decision"], "allow", "{held}");
     let token = held["clearance"].as_str().unwrap().to_owned();
-    let claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let claims = common::jws_part(&token, 1);
     assert_eq!(claims["aud"], "runner-1");
     assert_eq!(claims["env"]["measurements"], attested["measurement_digest"]);
 

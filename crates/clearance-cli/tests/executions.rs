@@ -370,14 +370,7 @@ fn children_cannot_exceed_their_parent() {
 }
 
 fn clearance_claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
+    common::jws_part(token, 1)
 }
 
 /// Spawn `clearance exec` running a shell that records its pid, then sleeps.
@@ -642,13 +635,7 @@ fn revoking_the_signing_key_revokes_its_clearances_and_stops_issuance() {
     let s = setup(&[]);
     let allowed = s.authorize(refund_request());
     let token = allowed["clearance"].as_str().unwrap();
-    let kid = {
-        use base64::Engine as _;
-        let header = token.split('.').next().unwrap();
-        let header: Value =
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
-        header["kid"].as_str().unwrap().to_owned()
-    };
+    let kid = common::jws_part(token, 0)["kid"].as_str().unwrap().to_owned();
     let out = s.server.cli(
         Some(ADMIN_KEY),
         &["revoke", "signing-key", &kid, "--reason", "key leaked"],

@@ -198,16 +198,7 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
 
     // A clearance the proxy used is spent: presenting it again is refused.
     let token = forwarded[0]["params"]["_meta"]["clearance"].as_str().unwrap();
-    let jti = {
-        use base64::Engine as _;
-        let claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(token.split('.').nth(1).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        claims["jti"].as_str().unwrap().to_owned()
-    };
+    let jti = common::jws_part(token, 1)["jti"].as_str().unwrap().to_owned();
     let (status, body) = server.post(
         &format!("/v1/executions/{jti}/start"),
         Some(&enforcer),

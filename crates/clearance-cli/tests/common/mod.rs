@@ -439,3 +439,16 @@ impl Proxy {
         Self { child, url }
     }
 }
+
+/// A JWS segment decoded as JSON: 0 the header, 1 the claims. Only for reading in tests;
+/// nothing here verifies anything.
+pub fn jws_part(token: &str, part: usize) -> Value {
+    use base64::Engine as _;
+    let segment = token.split('.').nth(part).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segment)
+            .unwrap(),
+    )
+    .unwrap()
+}
