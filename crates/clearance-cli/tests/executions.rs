@@ -661,4 +661,14 @@ fn revoking_the_signing_key_revokes_its_clearances_and_stops_issuance() {
         (503, &json!(false)),
         "{ready}"
     );
+    // Still refused after a restart.
+    let Setup { server, agent, dir, .. } = s;
+    server.stop();
+    let again = Server::start_in(&dir.path().join("data"), &[]);
+    let (status, body) = again.post("/v1/authorize", Some(&agent), &refund_request());
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("signing_key_revoked")),
+        "{body}"
+    );
 }

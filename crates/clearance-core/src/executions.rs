@@ -393,6 +393,8 @@ impl ControlPlane {
             });
         }
         if kind == RevocationKind::SigningKey && id == self.engine.signer().kid() {
+            self.signing_key_revoked
+                .store(true, std::sync::atomic::Ordering::Release);
             tracing::error!(
                 kid = id,
                 "the clearance signing key was revoked: no clearance will be issued until it is replaced"
@@ -438,12 +440,11 @@ impl ControlPlane {
         self.revocations.subscribe()
     }
 
-    /// Is the key that signs clearances revoked? Then nothing is issued.
-    pub(crate) async fn signing_key_revoked(&self) -> Result<bool, CoreError> {
-        Ok(self
-            .store
-            .is_revoked(RevocationKind::SigningKey, self.engine.signer().kid())
-            .await?)
+    /// Is the key that signs clearances revoked? Then nothing is issued. Read from
+    /// storage once at start and kept current by `revoke` (one control plane per
+    /// database today), so the decision path pays no query for it.
+    pub(crate) fn signing_key_revoked(&self) -> bool {
+        self.signing_key_revoked.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub async fn lineage(&self, caller: &Caller, id: &ExecutionId) -> Result<LineageView, CoreError> {

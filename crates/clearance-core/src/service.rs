@@ -70,6 +70,8 @@ pub struct ControlPlane {
     policy: RwLock<PolicyState>,
     /// The latest revocation sequence number, announced to revocation streams.
     pub(crate) revocations: tokio::sync::watch::Sender<u64>,
+    /// Whether the clearance signing key has been revoked.
+    pub(crate) signing_key_revoked: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -107,6 +109,12 @@ impl ControlPlane {
         let origin = store.meta_or_init("log_origin", default_origin).await?;
         let log_signer = crate::log::log_signer(origin, log_key)?;
         let latest_revocation = store.latest_revocation().await?;
+        let key_revoked = store
+            .is_revoked(
+                clearance_model::execution::RevocationKind::SigningKey,
+                engine.signer().kid(),
+            )
+            .await?;
         let plane = Self {
             store,
             engine,
@@ -114,6 +122,7 @@ impl ControlPlane {
             log_signer,
             policy: RwLock::new(state),
             revocations: tokio::sync::watch::Sender::new(latest_revocation),
+            signing_key_revoked: std::sync::atomic::AtomicBool::new(key_revoked),
         };
         plane.check_log_integrity().await?;
         Ok(plane)
@@ -190,7 +199,7 @@ impl ControlPlane {
     /// log before this returns; a clearance is signed only after that.
     pub async fn authorize(&self, caller: &Caller, req: &AuthorizeRequest) -> Result<AuthorizeResponse, CoreError> {
         let now = self.clock.now();
-        if self.signing_key_revoked().await? {
+        if self.signing_key_revoked() {
             return Err(CoreError::SigningKeyRevoked);
         }
         let execution_id = ExecutionId::random().map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -478,10 +487,10 @@ impl ControlPlane {
             PolicyState::Active(p) => Ok(Some(p.version())),
             PolicyState::Broken { version, message } => Err(format!("active policy `{version}` is invalid: {message}")),
         };
-        let signing_key = match self.signing_key_revoked().await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(CoreError::SigningKeyRevoked.to_string()),
-            Err(e) => Err(e.to_string()),
+        let signing_key = if self.signing_key_revoked() {
+            Err(CoreError::SigningKeyRevoked.to_string())
+        } else {
+            Ok(())
         };
         Readiness {
             storage,
