@@ -36,7 +36,11 @@ fn record(schema: &Value, depth: usize) -> Option<String> {
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let mut fields = Vec::new();
-    for (name, prop) in properties {
+    // Sorted, so the schema is the same whatever order the server listed them in.
+    let mut names: Vec<&String> = properties.keys().collect();
+    names.sort();
+    for name in names {
+        let prop = &properties[name.as_str()];
         let ty = cedar_type(prop, depth + 1)?;
         let optional = if required.contains(&name.as_str()) { "" } else { "?" };
         fields.push(format!("{}{optional}: {ty}", quote(name)));
