@@ -16,7 +16,7 @@ use clearance_model::wire::ErrorBody;
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::routes::json_body;
+use crate::routes::{json_body, json_body_or_default};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -91,10 +91,7 @@ pub(crate) async fn quarantine(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Quarantined>, ApiError> {
-    let req: RevokeRequest = match &body {
-        Ok(b) if b.is_empty() => RevokeRequest::default(),
-        _ => json_body(body)?,
-    };
+    let req: RevokeRequest = json_body_or_default(body)?;
     Ok(Json(state.plane().quarantine_environment(&caller, &id, &req).await?))
 }
 

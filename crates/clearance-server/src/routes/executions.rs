@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::routes::json_body;
+use crate::routes::{json_body, json_body_or_default, parse_id};
 
 /// How often a revocation stream says "nothing new" so that its consumer can tell a
 /// quiet stream from a dead one.
@@ -41,8 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 fn execution_id(raw: &str) -> Result<ExecutionId, ApiError> {
-    raw.parse()
-        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))
+    parse_id(raw)
 }
 
 /// Consume a clearance and take a lease (enforcer). A second start of the same clearance
@@ -73,10 +72,7 @@ pub(crate) async fn renew(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RenewResponse>, ApiError> {
-    let req: RenewRequest = match &body {
-        Ok(b) if b.is_empty() => RenewRequest::default(),
-        _ => json_body(body)?,
-    };
+    let req: RenewRequest = json_body_or_default(body)?;
     Ok(Json(state.plane().renew(&caller, &execution_id(&id)?, &req).await?))
 }
 
@@ -94,13 +90,6 @@ pub(crate) async fn complete(
     Ok(Json(state.plane().complete(&caller, &execution_id(&id)?, &req).await?))
 }
 
-fn revoke_body(body: Result<Bytes, BytesRejection>) -> Result<RevokeRequest, ApiError> {
-    match &body {
-        Ok(b) if b.is_empty() => Ok(RevokeRequest::default()),
-        _ => json_body(body),
-    }
-}
-
 /// Revoke an execution and its whole subtree (admin).
 #[utoipa::path(post, path = "/v1/executions/{id}/revoke", tag = "executions", request_body = RevokeRequest,
     params(("id" = String, Path, description = "execution id")),
@@ -111,7 +100,7 @@ pub(crate) async fn revoke_execution(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Revoked>, ApiError> {
-    let req = revoke_body(body)?;
+    let req: RevokeRequest = json_body_or_default(body)?;
     let id = execution_id(&id)?;
     Ok(Json(
         state
@@ -132,10 +121,8 @@ pub(crate) async fn revoke_principal(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Revoked>, ApiError> {
-    let req = revoke_body(body)?;
-    let id: clearance_model::PrincipalId = id
-        .parse()
-        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
+    let req: RevokeRequest = json_body_or_default(body)?;
+    let id: clearance_model::PrincipalId = parse_id(&id)?;
     Ok(Json(
         state
             .plane()
@@ -155,7 +142,7 @@ pub(crate) async fn revoke_signing_key(
     Path(kid): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Revoked>, ApiError> {
-    let req = revoke_body(body)?;
+    let req: RevokeRequest = json_body_or_default(body)?;
     if !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::BadRequest("a `kid` is base64url".into()));
     }

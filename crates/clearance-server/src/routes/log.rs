@@ -138,8 +138,6 @@ pub(crate) async fn evidence(
     q: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Result<Json<EvidenceBundle>, ApiError> {
     let q = query(q)?;
-    let id: ExecutionId = id
-        .parse()
-        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
+    let id: ExecutionId = crate::routes::parse_id(&id)?;
     Ok(Json(state.plane().evidence(&caller, &id, q.consistency_with).await?))
 }

@@ -29,3 +29,19 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON for this endpoint: {e}")))
 }
+
+/// Like [`json_body`], but an empty body means the type's default.
+pub(crate) fn json_body_or_default<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    match &body {
+        Ok(b) if b.is_empty() => Ok(T::default()),
+        _ => json_body(body),
+    }
+}
+
+/// Parse an id from the path; a malformed one is `400 invalid_request`.
+pub(crate) fn parse_id<T: std::str::FromStr<Err = clearance_model::IdError>>(raw: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))
+}

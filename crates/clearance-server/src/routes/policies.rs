@@ -62,9 +62,7 @@ pub(crate) async fn activate_policy(
     Authenticated(caller): Authenticated,
     Path(version): Path<String>,
 ) -> Result<Json<PolicyActivated>, ApiError> {
-    let version: PolicyVersion = version
-        .parse()
-        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
+    let version: PolicyVersion = crate::routes::parse_id(&version)?;
     Ok(Json(state.plane().activate_policy(&caller, &version).await?))
 }
 

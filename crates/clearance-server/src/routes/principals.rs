@@ -10,7 +10,7 @@ use clearance_model::{KeyId, PrincipalId};
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::routes::json_body;
+use crate::routes::{json_body, parse_id};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -20,8 +20,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 fn principal_id(raw: &str) -> Result<PrincipalId, ApiError> {
-    raw.parse()
-        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))
+    parse_id(raw)
 }
 
 /// Create a principal with roles (admin).
@@ -89,9 +88,7 @@ pub(crate) async fn revoke_key(
     Authenticated(caller): Authenticated,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let key_id: KeyId = key_id
-        .parse()
-        .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))?;
+    let key_id: KeyId = parse_id(&key_id)?;
     state.plane().revoke_key(&caller, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
