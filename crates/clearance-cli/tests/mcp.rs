@@ -1,7 +1,8 @@
 //! The MCP proxy against third-party MCP implementations: the official reference server
 //! `@modelcontextprotocol/server-everything` upstream, and an agent built on the official
-//! TypeScript SDK, over stdio. Needs `npm ci --prefix tests/interop/mcp` (CI runs it);
-//! skipped without it unless CLEARANCE_REQUIRE_INTEROP is set.
+//! TypeScript SDK, over stdio and over streamable HTTP. Needs `npm ci --prefix
+//! tests/interop/mcp` (CI runs it); skipped without it unless CLEARANCE_REQUIRE_INTEROP is
+//! set.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,8 +13,9 @@
 
 mod common;
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_KEY, BIN, Broken, Server, broken_plane};
@@ -29,6 +31,12 @@ action "tool:get-sum" appliesTo {
     principal: Agent, resource: McpServer, context: { arguments: { a: Long, b: Long } }
 };
 action "tool:get-env" appliesTo { principal: Agent, resource: McpServer };
+action "tool:trigger-sampling-request" appliesTo {
+    principal: Agent, resource: McpServer, context: { arguments: { prompt: String } }
+};
+action "tool:trigger-long-running-operation" appliesTo {
+    principal: Agent, resource: McpServer, context: { arguments: { duration: Long, steps: Long } }
+};
 "#;
 
 const POLICIES: &str = r#"
@@ -42,6 +50,13 @@ when { context.arguments.a + context.arguments.b < 100 };
 
 @id("env")
 permit (principal, action == Action::"tool:get-env", resource == McpServer::"everything");
+
+@id("sampling")
+permit (principal, action == Action::"tool:trigger-sampling-request", resource == McpServer::"everything");
+
+@id("short-operations")
+permit (principal, action == Action::"tool:trigger-long-running-operation", resource == McpServer::"everything")
+when { context.arguments.duration <= 5 };
 "#;
 
 fn interop_dir() -> Option<PathBuf> {
@@ -151,6 +166,8 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
         {"name": "get-sum", "arguments": {"a": 60, "b": 50}},
         {"name": "get-env"},
         {"method": "resources/list"},
+        {"name": "trigger-sampling-request", "arguments": {"prompt": "hi"}},
+        {"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true},
     ]);
     let run = run_agent(&interop, &server.url, (&agent, &enforcer), &[], &calls);
     let a = &run.answers;
@@ -174,8 +191,13 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
     assert_eq!(a[6]["ok"], false, "{}", a[6]);
     assert!(a[6]["error"].as_str().unwrap().contains("resources/list"));
 
+    // The server saw the agent's capabilities: its sampling request reached the agent,
+    // and progress came back under the agent's own token.
+    assert!(text_of(&a[7]).contains("sampled by the agent"), "{}", a[7]);
+    assert_eq!(a[8]["progress"], 2, "{}", a[8]);
+
     let forwarded = tool_calls(&run);
-    assert_eq!(forwarded.len(), 3, "{forwarded:?}");
+    assert_eq!(forwarded.len(), 5, "{forwarded:?}");
     let raw = serde_json::to_string(&run.upstream_saw).unwrap();
     assert!(
         !raw.contains("my secret plan") && !raw.contains("\"a\":60"),
@@ -219,12 +241,12 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
             .filter(|e| e["type"] == "execution_completed")
             .map(|e| e["execution_id"].as_str().unwrap().to_owned())
             .collect();
-        if done.len() >= 3 || Instant::now() > deadline {
+        if done.len() >= 5 || Instant::now() > deadline {
             break done;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(completed.len(), 3);
+    assert_eq!(completed.len(), 5);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("evidence.json");
     let out = server.cli(
@@ -336,4 +358,445 @@ fn a_schema_generated_from_the_servers_tools_validates_argument_policies() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// server-everything over streamable HTTP behind `tap-http.mjs`, which records every HTTP
+/// request that reaches the server.
+struct HttpUpstream {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpUpstream {
+    fn start(interop: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("upstream-http.log");
+        let everything = interop.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        let mut child = Command::new("node")
+            .arg(interop.join("tap-http.mjs"))
+            .arg(everything)
+            .current_dir(interop)
+            .env("TAP_LOG", &log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("tap-http did not start: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Every HTTP request the server received: `{method, headers, body}`.
+    fn saw(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The JSON-RPC messages among them (a body may be a batch).
+    fn messages(&self) -> Vec<Value> {
+        self.saw()
+            .into_iter()
+            .flat_map(|r| match &r["body"] {
+                Value::Array(batch) => batch.clone(),
+                Value::Object(_) => vec![r["body"].clone()],
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn tool_calls(&self) -> Vec<Value> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m["method"] == "tools/call")
+            .collect()
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        // Closing its stdin stops the tap and the server behind it.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `clearance mcp-proxy --listen` in front of `upstream_url`, with the enforcer's key only:
+/// agents bring their own.
+struct HttpProxy {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpProxy {
+    fn start(server_url: &str, enforcer: &str, upstream_url: &str, extra: &[&str]) -> Self {
+        let mut flags: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        flags.extend(["--upstream-url".to_owned(), upstream_url.to_owned()]);
+        Self::start_with(server_url, enforcer, &flags)
+    }
+
+    fn start_with(server_url: &str, enforcer: &str, flags: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["mcp-proxy", "--listen", "127.0.0.1:0", "--name", "everything"])
+            .args(flags)
+            .env("CLEARANCE_SERVER", server_url)
+            .env("CLEARANCE_ENFORCER_KEY", enforcer)
+            .env_remove("CLEARANCE_API_KEY")
+            .env("CLEARANCE_REPLAY_CACHE", dir.path().join("replay"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("clearance mcp-proxy: listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("mcp-proxy did not start: {:?}", child.try_wait()));
+        Self { child, url, _dir: dir }
+    }
+}
+
+impl Drop for HttpProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the SDK agent against `url` with `key`; `{"method": "wait"}` in `calls` pauses it
+/// until `at_wait` has run.
+fn http_agent(interop: &Path, url: &str, key: Option<&str>, calls: &Value, at_wait: impl FnOnce()) -> Vec<Value> {
+    let mut agent = Command::new("node");
+    agent
+        .arg(interop.join("agent.mjs"))
+        .arg(url)
+        .current_dir(interop)
+        .env("CALLS", calls.to_string())
+        .env_remove("AGENT_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(k) = key {
+        agent.env("AGENT_KEY", k);
+    }
+    let mut child = agent.spawn().unwrap();
+    let mut stdin = child.stdin.take();
+    let mut at_wait = Some(at_wait);
+    let mut answers = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if value["waiting"] == true {
+            (at_wait.take().unwrap())();
+            writeln!(stdin.as_mut().unwrap(), "go").unwrap();
+            continue;
+        }
+        answers.push(value);
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "agent failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answers
+}
+
+#[test]
+fn tool_calls_over_streamable_http_are_governed_in_each_callers_name() {
+    let Some(interop) = interop_dir() else { return };
+    let server = Server::start();
+    let agent = server.principal("mcp-agent", &["agent"]);
+    let second = server.principal("second-agent", &["agent"]);
+    let enforcer = server.principal("mcp-runner", &["enforcer"]);
+    server.activate(SCHEMA, POLICIES);
+    let upstream = HttpUpstream::start(&interop);
+    let proxy = HttpProxy::start(&server.url, &enforcer, &upstream.url, &[]);
+    let calls = json!([
+        {"method": "tools/list"},
+        {"name": "echo", "arguments": {"message": "hello"}},
+        {"name": "echo", "arguments": {"message": "my secret plan"}},
+        {"name": "get-sum", "arguments": {"a": 2, "b": 3}},
+        {"name": "get-sum", "arguments": {"a": 60, "b": 50}},
+        {"name": "trigger-sampling-request", "arguments": {"prompt": "hi"}},
+        {"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}, "progress": true},
+        {"name": "trigger-long-running-operation", "arguments": {"duration": 60, "steps": 2}},
+        {"method": "resources/list"},
+    ]);
+    let a = http_agent(&interop, &proxy.url, Some(&agent), &calls, || {});
+    assert_eq!(a.len(), 9, "{a:?}");
+    let tools: Vec<&str> = a[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    // The server saw the agent's own capabilities (sampling), so it offers its sampling tool.
+    assert!(
+        tools.contains(&"echo") && tools.contains(&"trigger-sampling-request"),
+        "{tools:?}"
+    );
+    assert_eq!(text_of(&a[1]), "Echo: hello");
+    assert!(text_of(&a[3]).contains('5'), "{}", a[3]);
+    for denied in [&a[2], &a[4], &a[7]] {
+        assert_eq!(denied["result"]["isError"], true, "{denied}");
+        assert!(text_of(denied).contains("policy_denied"), "{denied}");
+        assert_eq!(
+            denied["result"]["structuredContent"]["clearance"]["reason"],
+            "policy_denied"
+        );
+    }
+    // A server-to-client request (sampling) reached the agent and its answer went back.
+    assert!(text_of(&a[5]).contains("sampled by the agent"), "{}", a[5]);
+    // Progress came back under the agent's own progress token.
+    assert!(text_of(&a[6]).contains("completed"), "{}", a[6]);
+    assert_eq!(a[6]["progress"], 2, "{}", a[6]);
+    assert_eq!(a[8]["ok"], false, "{}", a[8]);
+    assert!(a[8]["error"].as_str().unwrap().contains("resources/list"));
+
+    let forwarded = upstream.tool_calls();
+    let names: Vec<&str> = forwarded
+        .iter()
+        .map(|c| c["params"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "echo",
+            "get-sum",
+            "trigger-sampling-request",
+            "trigger-long-running-operation"
+        ]
+    );
+    for call in &forwarded {
+        assert!(
+            call["params"]["_meta"]["clearance"]
+                .as_str()
+                .unwrap()
+                .starts_with("eyJ"),
+            "{call}"
+        );
+    }
+    // Neither a denied call's arguments nor any key ever reached the server.
+    let raw = serde_json::to_string(&upstream.saw()).unwrap();
+    assert!(!raw.contains("my secret plan") && !raw.contains("\"a\":60") && !raw.contains("\"duration\":60"));
+    for secret in [agent.as_str(), second.as_str(), enforcer.as_str(), ADMIN_KEY] {
+        assert!(!raw.contains(secret), "a key reached the upstream server");
+    }
+    assert!(
+        upstream
+            .saw()
+            .iter()
+            .all(|r| r["headers"].get("authorization").is_none()),
+        "the upstream saw an Authorization header"
+    );
+
+    // A second agent with its own key: its calls are decided in its own name.
+    let b = http_agent(
+        &interop,
+        &proxy.url,
+        Some(&second),
+        &json!([{"name": "echo", "arguments": {"message": "from the second"}}]),
+        || {},
+    );
+    assert_eq!(text_of(&b[0]), "Echo: from the second");
+    let deciders: Vec<String> = server
+        .log_events()
+        .iter()
+        .filter(|e| e["type"] == "decision")
+        .map(|e| e["principal"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deciders.len(), 8, "{deciders:?}");
+    assert_eq!(deciders.iter().filter(|p| *p == "second-agent").count(), 1);
+    assert_eq!(deciders.iter().filter(|p| *p == "mcp-agent").count(), 7);
+
+    // The clearance the proxy used is spent.
+    let token = forwarded[0]["params"]["_meta"]["clearance"].as_str().unwrap();
+    let jti = common::jws_part(token, 1)["jti"].as_str().unwrap().to_owned();
+    let (status, body) = server.post(
+        &format!("/v1/executions/{jti}/start"),
+        Some(&enforcer),
+        &json!({"clearance": token}),
+    );
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("replayed")));
+
+    // Each forwarded call is started and completed in the log, and its evidence verifies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .log_events()
+        .iter()
+        .filter(|e| e["type"] == "execution_completed")
+        .count()
+        < 5
+    {
+        assert!(Instant::now() < deadline, "completions missing from the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evidence.json");
+    let out = server.cli(
+        Some(ADMIN_KEY),
+        &["evidence", "export", &jti, "-o", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["evidence", "verify", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lifecycle"], json!(["started", "completed: succeeded"]));
+}
+
+#[test]
+fn over_http_only_a_valid_agent_key_gets_through() {
+    let Some(interop) = interop_dir() else { return };
+    let server = Server::start();
+    let enforcer = server.principal("mcp-runner", &["enforcer"]);
+    let auditor = server.principal("auditor", &["auditor"]);
+    server.activate(SCHEMA, POLICIES);
+    let upstream = HttpUpstream::start(&interop);
+    let proxy = HttpProxy::start(&server.url, &enforcer, &upstream.url, &[]);
+    let calls = json!([{"name": "echo", "arguments": {"message": "hello"}}]);
+    for (key, expected) in [
+        (None, "invalid_api_key: present your Clearance API key"),
+        (Some("clr_not_a_key"), "invalid_api_key"),
+        (Some(auditor.as_str()), "forbidden"),
+        (Some(enforcer.as_str()), "forbidden"),
+    ] {
+        let a = http_agent(&interop, &proxy.url, key, &calls, || {});
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0]["connect"], false, "{key:?}: {}", a[0]);
+        assert!(a[0]["error"].as_str().unwrap().contains(expected), "{key:?}: {}", a[0]);
+    }
+    // Nothing at all reached the server: not even an initialize.
+    assert_eq!(upstream.saw(), Vec::<Value>::new());
+}
+
+#[test]
+fn the_http_proxy_fails_closed() {
+    let Some(interop) = interop_dir() else { return };
+    let upstream = HttpUpstream::start(&interop);
+    let calls = json!([
+        {"name": "echo", "arguments": {"message": "hello"}},
+        {"method": "wait"},
+        {"name": "echo", "arguments": {"message": "hello again"}},
+        {"name": "get-sum", "arguments": {"a": 1, "b": 2}},
+    ]);
+    // The control plane dies mid-session: every call after is refused, none forwarded.
+    let server = Server::start();
+    let agent = server.principal("mcp-agent", &["agent"]);
+    let enforcer = server.principal("mcp-runner", &["enforcer"]);
+    server.activate(SCHEMA, POLICIES);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        server.call("GET", "/.well-known/jwks.json", None, None).1.to_string(),
+    )
+    .unwrap();
+    let plane = server.url.clone();
+    let trust = ["--jwks", jwks.to_str().unwrap(), "--issuer", &plane, "--timeout", "1"];
+    let proxy = HttpProxy::start(&plane, &enforcer, &upstream.url, &trust);
+    let a = http_agent(&interop, &proxy.url, Some(&agent), &calls, move || server.stop());
+    assert_eq!(text_of(&a[0]), "Echo: hello");
+    for refused in &a[1..] {
+        assert_eq!(refused["result"]["isError"], true, "{refused}");
+        assert_eq!(
+            refused["result"]["structuredContent"]["clearance"]["reason"], "control_plane_unavailable",
+            "{refused}"
+        );
+    }
+    assert_eq!(upstream.tool_calls().len(), 1);
+    // Broken from the start: no session opens and nothing reaches the server.
+    let before = upstream.saw().len();
+    let one = json!([calls[0]]);
+    for kind in [Broken::Down, Broken::Slow, Broken::ServerError, Broken::Malformed] {
+        let proxy = HttpProxy::start(&broken_plane(kind), &enforcer, &upstream.url, &trust);
+        let a = http_agent(&interop, &proxy.url, Some(&agent), &one, || {});
+        assert_eq!(a[0]["connect"], false, "{kind:?}: {}", a[0]);
+        assert!(
+            a[0]["error"].as_str().unwrap().contains("control_plane_unavailable"),
+            "{kind:?}: {}",
+            a[0]
+        );
+    }
+    assert_eq!(
+        upstream.saw().len(),
+        before,
+        "a request reached the server without a control plane"
+    );
+}
+
+#[test]
+fn http_agents_in_front_of_a_server_started_per_session() {
+    let Some(interop) = interop_dir() else { return };
+    let server = Server::start();
+    let agent = server.principal("mcp-agent", &["agent"]);
+    let enforcer = server.principal("mcp-runner", &["enforcer"]);
+    server.activate(SCHEMA, POLICIES);
+    let dir = tempfile::tempdir().unwrap();
+    let tap_log = dir.path().join("upstream.log");
+    let everything = interop.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let flags: Vec<String> = vec![
+        "--upstream-cmd".into(),
+        "env".into(),
+        "--".into(),
+        format!("TAP_LOG={}", tap_log.display()),
+        "node".into(),
+        interop.join("tap.mjs").display().to_string(),
+        "node".into(),
+        everything.display().to_string(),
+    ];
+    let proxy = HttpProxy::start_with(&server.url, &enforcer, &flags);
+    let calls = json!([
+        {"name": "echo", "arguments": {"message": "hello"}},
+        {"name": "echo", "arguments": {"message": "my secret plan"}},
+    ]);
+    for _ in 0..2 {
+        let a = http_agent(&interop, &proxy.url, Some(&agent), &calls, || {});
+        assert_eq!(text_of(&a[0]), "Echo: hello");
+        assert!(text_of(&a[1]).contains("policy_denied"), "{}", a[1]);
+    }
+    // Two sessions, two upstream servers, two initializations; only the allowed calls.
+    let saw: Vec<Value> = std::fs::read_to_string(&tap_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |method: &str| saw.iter().filter(|m| m["method"] == method).count();
+    assert_eq!((count("initialize"), count("tools/call")), (2, 2), "{saw:?}");
+    let raw = serde_json::to_string(&saw).unwrap();
+    assert!(!raw.contains("my secret plan") && !raw.contains(&agent) && !raw.contains(&enforcer));
 }

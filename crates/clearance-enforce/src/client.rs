@@ -9,7 +9,7 @@ use clearance_model::ExecutionId;
 use clearance_model::execution::{
     CompleteRequest, Completed, Lease, RenewRequest, RenewResponse, RevocationRecord, StartRequest,
 };
-use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse, ErrorBody};
+use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse, ErrorBody, Whoami};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -53,12 +53,22 @@ impl Default for ClientOptions {
 }
 
 /// One API key's view of the control plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControlPlaneClient {
     http: reqwest::Client,
     stream_http: reqwest::Client,
     base: String,
     key: String,
+}
+
+/// The key stays out of every log and error that prints a client.
+impl std::fmt::Debug for ControlPlaneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneClient")
+            .field("base", &self.base)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlPlaneClient {
@@ -81,6 +91,16 @@ impl ControlPlaneClient {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The same control plane, connections and timeouts, in the name of another key
+    /// (e.g. the caller of an HTTP enforcement point, who presents its own).
+    #[must_use]
+    pub fn with_key(&self, key: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            ..self.clone()
+        }
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -139,6 +159,11 @@ impl ControlPlaneClient {
             Some(req),
         )
         .await
+    }
+
+    /// Who this client's key belongs to; `invalid_api_key` if it is no valid key.
+    pub async fn whoami(&self) -> Result<Whoami, CallError> {
+        self.call::<(), _>(reqwest::Method::GET, "/v1/whoami", None).await
     }
 
     /// The control plane's signing keys. An enforcement point may instead be given a

@@ -447,8 +447,19 @@ mod state {
 }
 
 mod sse_and_http {
-    use crate::client::SseParser;
+    use crate::client::{ClientOptions, ControlPlaneClient, SseParser};
     use crate::proxy::{RouteTemplate, http_call};
+
+    #[test]
+    fn a_client_never_prints_its_key() {
+        let client =
+            ControlPlaneClient::new("http://127.0.0.1:1", "clr_secret_one", &ClientOptions::default()).unwrap();
+        let other = client.with_key("clr_secret_two");
+        for shown in [format!("{client:?}"), format!("{other:?}")] {
+            assert!(!shown.contains("clr_secret"), "{shown}");
+            assert!(shown.contains("127.0.0.1:1"), "{shown}");
+        }
+    }
 
     #[test]
     fn parses_events_split_across_chunks() {

@@ -1,21 +1,26 @@
 #![doc = include_str!("../README.md")]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use clearance_enforce::{CallError, ControlPlaneClient, ExpectedCall, Gate};
 use clearance_model::execution::{CompleteRequest, CompletionStatus, StartRequest};
 use clearance_model::wire::AuthorizeRequest;
 use clearance_model::{Decision, Digest, ExecutionId, ResourceRef, Timestamp, canonical_json};
-use rmcp::model::{
-    CallToolResult, ClientConfig, ClientNotification, ClientRequest, ClientResult, ContentBlock, InitializeResult,
-    MetaObject, RequestMetaObject, ServerConfig, ServerNotification, ServerRequest, ServerResult,
-};
-use rmcp::service::{NotificationContext, Peer, RequestContext, ServiceError};
-use rmcp::{ErrorData as McpError, RoleClient, RoleServer, Service, ServiceExt};
+use rmcp::model::{CallToolResult, ClientNotification, ClientRequest, ContentBlock, ServerResult};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServiceExt as _};
 use serde_json::{Value, json};
 
+mod http;
 mod schema;
+mod session;
+mod upstream;
+
+pub use http::{HttpOptions, run_http};
 pub use schema::cedar_schema;
+use session::{Caller, Session};
+use upstream::UpstreamLink;
+pub use upstream::UpstreamSpec;
 
 /// The `_meta` key under which a forwarded request carries its clearance.
 pub const CLEARANCE_META_KEY: &str = "clearance";
@@ -26,10 +31,12 @@ pub const ALWAYS_ALLOWED: [&str; 2] = ["ping", "tools/list"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum McpProxyError {
-    #[error("cannot start the upstream server `{program}`: {message}")]
-    Upstream { program: String, message: String },
+    #[error("cannot use the upstream server {upstream}: {message}")]
+    Upstream { upstream: String, message: String },
     #[error("MCP session: {0}")]
     Session(String),
+    #[error("serving MCP over HTTP: {0}")]
+    Http(String),
 }
 
 /// How the proxy is set up.
@@ -37,8 +44,7 @@ pub enum McpProxyError {
 pub struct McpProxyConfig {
     /// The upstream server's name: the id of the `McpServer` resource policies see.
     pub server_name: String,
-    pub upstream_program: String,
-    pub upstream_args: Vec<String>,
+    pub upstream: UpstreamSpec,
     /// Request methods allowed through ungoverned besides `ping` and `tools/list`
     /// (e.g. `resources/list`, `prompts/list`).
     pub allow_methods: Vec<String>,
@@ -48,7 +54,9 @@ pub struct McpProxyConfig {
 /// The control plane side: who asks, who starts, and the local checks.
 #[derive(Debug)]
 pub struct Governor {
-    pub agent: ControlPlaneClient,
+    /// The key calls are authorized in the name of over stdio. Over HTTP every caller
+    /// presents its own, and this is not used.
+    pub agent: Option<ControlPlaneClient>,
     pub enforcer: ControlPlaneClient,
     pub gate: Gate,
 }
@@ -78,6 +86,22 @@ impl Denial {
             policies: Vec::new(),
         }
     }
+
+    /// How the agent hears of it: a tool error for a tool call (so a model sees why),
+    /// a JSON-RPC error for anything else.
+    fn answer(&self, request: &ClientRequest) -> Result<ServerResult, McpError> {
+        if matches!(request, ClientRequest::CallToolRequest(_)) {
+            let mut result = CallToolResult::error(vec![ContentBlock::text(self.text())]);
+            result.structured_content = Some(json!({
+                "clearance": {"reason": self.code, "message": self.message, "policies": self.policies}
+            }));
+            return Ok(ServerResult::CallToolResult(result));
+        }
+        Err(McpError::invalid_request(
+            self.text(),
+            Some(json!({"reason": self.code, "policies": self.policies})),
+        ))
+    }
 }
 
 struct Admitted {
@@ -101,36 +125,25 @@ fn governed(req: &ClientRequest) -> Option<(String, Value)> {
     }
 }
 
-/// Add the clearance to the request's `_meta`, keeping what the client put there.
-fn attach(req: &mut ClientRequest, token: &str) {
-    let meta = match req {
-        ClientRequest::CallToolRequest(r) => &mut r.params.meta,
-        ClientRequest::ReadResourceRequest(r) => &mut r.params.meta,
-        ClientRequest::GetPromptRequest(r) => &mut r.params.meta,
-        _ => return,
-    };
-    let mut object = meta.take().map(|m| m.0.0).unwrap_or_default();
-    object.insert(CLEARANCE_META_KEY.to_owned(), Value::String(token.to_owned()));
-    *meta = Some(RequestMetaObject(MetaObject(object)));
-}
-
-fn to_mcp(e: ServiceError) -> McpError {
-    match e {
-        ServiceError::McpError(e) => e,
-        other => McpError::internal_error(format!("the upstream server failed: {other}"), None),
-    }
-}
-
-struct Downstream {
+/// What every agent session shares: the configuration and the control plane side.
+struct Proxy {
     config: McpProxyConfig,
-    governor: Arc<Governor>,
+    governor: Governor,
     resource: ResourceRef,
-    upstream: Peer<RoleClient>,
-    info: ServerConfig,
 }
 
-impl Downstream {
-    async fn admit(&self, action: &str, arguments: &Value) -> Result<Admitted, Denial> {
+impl Proxy {
+    fn new(config: McpProxyConfig, governor: Governor) -> Arc<Self> {
+        let resource = ResourceRef::new(RESOURCE_TYPE, config.server_name.clone());
+        Arc::new(Self {
+            config,
+            governor,
+            resource,
+        })
+    }
+
+    /// Authorize in `agent`'s name, verify locally, and start the execution.
+    async fn admit(&self, agent: &ControlPlaneClient, action: &str, arguments: &Value) -> Result<Admitted, Denial> {
         let g = &self.governor;
         let ask = AuthorizeRequest {
             action: action.to_owned(),
@@ -142,7 +155,7 @@ impl Downstream {
             ttl_seconds: None,
             delegate: None,
         };
-        let answer = g.agent.authorize(&ask).await.map_err(Denial::from_call)?;
+        let answer = agent.authorize(&ask).await.map_err(Denial::from_call)?;
         if answer.decision != Decision::Allow {
             return Err(Denial {
                 code: answer
@@ -174,6 +187,7 @@ impl Downstream {
         Ok(Admitted { token, id })
     }
 
+    /// Record how the call ended, after the agent has its answer.
     fn complete(&self, id: ExecutionId, result: &Result<ServerResult, McpError>) {
         let (status, digest) = match result {
             Ok(r) => {
@@ -203,182 +217,70 @@ impl Downstream {
             }
         });
     }
-}
 
-impl Service<RoleServer> for Downstream {
-    async fn handle_request(
+    /// Every request but `initialize`: governed ones in `agent`'s name, the always-allowed
+    /// and configured ones straight through, anything else refused.
+    async fn handle(
         &self,
-        mut request: ClientRequest,
+        request: ClientRequest,
         context: RequestContext<RoleServer>,
+        upstream: &UpstreamLink,
+        agent: &ControlPlaneClient,
     ) -> Result<ServerResult, McpError> {
-        // The agent's handshake is with the proxy, which speaks for the upstream server
-        // (whose own handshake happened when the proxy started).
-        if let ClientRequest::InitializeRequest(init) = &request {
-            context.peer.set_peer_info(init.params.clone());
-            return Ok(ServerResult::InitializeResult(self.info.clone()));
-        }
         let method = request.method().to_owned();
+        let mut meta = context.meta;
         let Some((action, arguments)) = governed(&request) else {
             if ALWAYS_ALLOWED.contains(&method.as_str()) || self.config.allow_methods.contains(&method) {
-                return self.upstream.send_request(request).await.map_err(to_mcp);
+                return upstream.forward(request, meta, context.ct.cancelled()).await;
             }
             return Err(McpError::invalid_request(
                 format!("clearance does not forward `{method}` (allow it with --allow-method)"),
                 Some(json!({"reason": "method_not_allowed"})),
             ));
         };
-        let admitted = match self.admit(&action, &arguments).await {
+        let admitted = match self.admit(agent, &action, &arguments).await {
             Ok(a) => a,
-            Err(denial) => {
-                if matches!(request, ClientRequest::CallToolRequest(_)) {
-                    let mut result = CallToolResult::error(vec![ContentBlock::text(denial.text())]);
-                    result.structured_content = Some(json!({
-                        "clearance": {"reason": denial.code, "message": denial.message, "policies": denial.policies}
-                    }));
-                    return Ok(ServerResult::CallToolResult(result));
-                }
-                return Err(McpError::invalid_request(
-                    denial.text(),
-                    Some(json!({"reason": denial.code, "policies": denial.policies})),
-                ));
-            }
+            Err(denial) => return denial.answer(&request),
         };
-        attach(&mut request, &admitted.token);
-        let result = self.upstream.send_request(request).await.map_err(to_mcp);
+        meta.insert(CLEARANCE_META_KEY.to_owned(), Value::String(admitted.token));
+        let result = upstream.forward(request, meta, context.ct.cancelled()).await;
         self.complete(admitted.id, &result);
         result
     }
-
-    async fn handle_notification(
-        &self,
-        notification: ClientNotification,
-        _context: NotificationContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        if let Err(e) = self.upstream.send_notification(notification).await {
-            tracing::warn!(error = %e, "could not forward a notification upstream");
-        }
-        Ok(())
-    }
-
-    fn get_info(&self) -> ServerConfig {
-        self.info.clone()
-    }
 }
 
-/// The upstream side: server-to-client requests and notifications go back to the agent.
-struct Upstream {
-    downstream: Arc<OnceLock<Peer<RoleServer>>>,
+/// Notifications from the agent the upstream should hear. `initialized` belongs to the
+/// proxy's own session with the upstream, and a cancellation is passed on by the call it
+/// cancels (with the upstream's request id, not the agent's).
+fn forwarded_upstream(notification: &ClientNotification) -> bool {
+    !matches!(
+        notification,
+        ClientNotification::InitializedNotification(_) | ClientNotification::CancelledNotification(_)
+    )
 }
 
-impl Service<RoleClient> for Upstream {
-    async fn handle_request(
-        &self,
-        request: ServerRequest,
-        _context: RequestContext<RoleClient>,
-    ) -> Result<ClientResult, McpError> {
-        match self.downstream.get() {
-            Some(peer) => peer.send_request(request).await.map_err(to_mcp),
-            None => Err(McpError::internal_error("the agent is not connected yet", None)),
-        }
-    }
-
-    async fn handle_notification(
-        &self,
-        notification: ServerNotification,
-        _context: NotificationContext<RoleClient>,
-    ) -> Result<(), McpError> {
-        if let Some(peer) = self.downstream.get()
-            && let Err(e) = peer.send_notification(notification).await
-        {
-            tracing::warn!(error = %e, "could not forward a notification to the agent");
-        }
-        Ok(())
-    }
-
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default()
-    }
-}
-
-/// Environment variables that hold Clearance credentials: never passed to the upstream.
-const CREDENTIAL_VARIABLES: [&str; 3] = [
-    "CLEARANCE_API_KEY",
-    "CLEARANCE_ENFORCER_KEY",
-    "CLEARANCE_BOOTSTRAP_ADMIN_KEY",
-];
-
-/// Serve one agent on stdin/stdout, in front of an upstream server started as a child
-/// process, until either side closes.
+/// Serve one agent on stdin/stdout, in front of the upstream server, until either side
+/// closes. The upstream session opens when the agent initializes.
 pub async fn run_stdio(config: McpProxyConfig, governor: Governor) -> Result<(), McpProxyError> {
-    let mut command = tokio::process::Command::new(&config.upstream_program);
-    command.args(&config.upstream_args);
-    for var in CREDENTIAL_VARIABLES {
-        command.env_remove(var);
-    }
-    let upstream_error = |message: String| McpProxyError::Upstream {
-        program: config.upstream_program.clone(),
-        message,
-    };
-    let transport = rmcp::transport::TokioChildProcess::new(command).map_err(|e| upstream_error(e.to_string()))?;
-    let agent_peer = Arc::new(OnceLock::new());
-    let upstream = Upstream {
-        downstream: Arc::clone(&agent_peer),
-    }
-    .serve(transport)
-    .await
-    .map_err(|e| upstream_error(e.to_string()))?;
-    let peer_info = upstream
-        .peer_info()
-        .ok_or_else(|| upstream_error("it did not complete initialization".into()))?;
-    let mut info =
-        InitializeResult::new(peer_info.capabilities.clone()).with_protocol_version(peer_info.protocol_version.clone());
-    if let Some(s) = &peer_info.server_info {
-        info = info.with_server_info(s.clone());
-    }
-    if let Some(i) = &peer_info.instructions {
-        info = info.with_instructions(i.clone());
-    }
-    let resource = ResourceRef::new(RESOURCE_TYPE, config.server_name.clone());
-    let downstream = Downstream {
-        config,
-        governor: Arc::new(governor),
-        resource,
-        upstream: upstream.peer().clone(),
-        info,
-    }
-    .serve(rmcp::transport::stdio())
-    .await
-    .map_err(|e| McpProxyError::Session(e.to_string()))?;
-    let _ = agent_peer.set(downstream.peer().clone());
-    downstream
-        .waiting()
+    let agent = governor
+        .agent
+        .clone()
+        .ok_or_else(|| McpProxyError::Session("over stdio the proxy needs an agent key of its own".into()))?;
+    let session = Session::new(Proxy::new(config, governor), Caller::Fixed(agent))
+        .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| McpProxyError::Session(e.to_string()))?;
-    let _ = upstream.cancel().await;
-    Ok(())
+    // When the agent goes, the session drops its upstream link, which ends the upstream
+    // session (and stops a child process).
+    session
+        .waiting()
+        .await
+        .map(|_| ())
+        .map_err(|e| McpProxyError::Session(e.to_string()))
 }
 
 /// Start the upstream server, list its tools, and write the Cedar schema for them.
-pub async fn upstream_schema(server_name: &str, program: &str, args: &[String]) -> Result<String, McpProxyError> {
-    let mut command = tokio::process::Command::new(program);
-    command.args(args);
-    for var in CREDENTIAL_VARIABLES {
-        command.env_remove(var);
-    }
-    let upstream_error = |message: String| McpProxyError::Upstream {
-        program: program.to_owned(),
-        message,
-    };
-    let transport = rmcp::transport::TokioChildProcess::new(command).map_err(|e| upstream_error(e.to_string()))?;
-    let client = ().serve(transport).await.map_err(|e| upstream_error(e.to_string()))?;
-    let tools = client
-        .list_all_tools()
-        .await
-        .map_err(|e| upstream_error(format!("tools/list: {e}")))?;
-    let _ = client.cancel().await;
-    let pairs: Vec<(String, Value)> = tools
-        .into_iter()
-        .map(|t| (t.name.to_string(), Value::Object((*t.input_schema).clone())))
-        .collect();
-    Ok(cedar_schema(server_name, &pairs))
+pub async fn upstream_schema(server_name: &str, upstream: &UpstreamSpec) -> Result<String, McpProxyError> {
+    let tools = upstream::list_tools(upstream).await?;
+    Ok(cedar_schema(server_name, &tools))
 }

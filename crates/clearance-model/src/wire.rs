@@ -108,6 +108,15 @@ pub struct PrincipalView {
     pub created_at: String,
 }
 
+/// Who an API key belongs to (`GET /v1/whoami`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Whoami {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: PrincipalId,
+    pub roles: Vec<Role>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PrincipalList {

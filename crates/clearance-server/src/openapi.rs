@@ -15,6 +15,7 @@ use crate::routes;
         routes::principals::issue_key,
         routes::principals::list_keys,
         routes::principals::revoke_key,
+        routes::principals::whoami,
         routes::environments::register,
         routes::environments::list,
         routes::environments::show,

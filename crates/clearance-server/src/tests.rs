@@ -137,6 +137,7 @@ async fn openapi_lists_the_api() {
         "/v1/principals",
         "/v1/policies",
         "/v1/policies/{version}/activate",
+        "/v1/whoami",
         "/.well-known/jwks.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
@@ -188,4 +189,20 @@ async fn readyz_and_jwks() {
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     assert_eq!(jwks["keys"][0]["kid"], body["checks"]["signing_key"]["kid"]);
+}
+
+#[tokio::test]
+async fn whoami_names_the_keys_principal_and_roles() {
+    let h = harness().await;
+    let (status, me) = h.call("GET", "/v1/whoami", Some(&h.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["roles"], serde_json::json!(["admin"]));
+    assert!(me["id"].is_string(), "{me}");
+    for key in [None, Some("clr_not_a_key")] {
+        let (status, body) = h.call("GET", "/v1/whoami", key, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+        );
+    }
 }

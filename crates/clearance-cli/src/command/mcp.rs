@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
+use crate::command::mcp_proxy::{default_name, upstream_spec};
 use crate::output::Failure;
 
 #[derive(Debug, Subcommand)]
@@ -12,13 +13,18 @@ pub(crate) enum Command {
     /// Start an MCP server, read its tools, and write a Cedar schema in which each tool's
     /// arguments are typed from its inputSchema (action `tool:<name>` on
     /// `McpServer::"<name>"`), so argument policies are validated when pushed.
+    #[command(group(clap::ArgGroup::new("upstream").required(true).args(["upstream_cmd", "upstream_url"])))]
     Schema {
-        /// The server's name (the `McpServer` id) [default: the program's file name].
+        /// The server's name (the `McpServer` id) [default: the program's file name, or
+        /// the URL's host].
         #[arg(long)]
         name: Option<String>,
         /// The MCP server's program (its arguments follow `--`).
         #[arg(long)]
-        upstream_cmd: String,
+        upstream_cmd: Option<String>,
+        /// The MCP server's streamable HTTP endpoint.
+        #[arg(long)]
+        upstream_url: Option<String>,
         /// Write the schema here instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -32,15 +38,13 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
         Command::Schema {
             name,
             upstream_cmd,
+            upstream_url,
             output,
             upstream_args,
         } => {
-            let name = name.unwrap_or_else(|| {
-                std::path::Path::new(&upstream_cmd)
-                    .file_name()
-                    .map_or_else(|| upstream_cmd.clone(), |n| n.to_string_lossy().into_owned())
-            });
-            let text = clearance_mcp::upstream_schema(&name, &upstream_cmd, &upstream_args)
+            let upstream = upstream_spec(upstream_cmd.as_ref(), upstream_url.as_ref(), &upstream_args)?;
+            let name = name.unwrap_or_else(|| default_name(&upstream));
+            let text = clearance_mcp::upstream_schema(&name, &upstream)
                 .await
                 .map_err(|e| Failure::Error(e.into()))?;
             match output {

@@ -4,17 +4,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clearance_enforce::{Gate, ReplayCache, RevocationView};
-use clearance_mcp::{Governor, McpProxyConfig};
+use clearance_mcp::{Governor, HttpOptions, McpProxyConfig, UpstreamSpec};
 use clearance_model::Timestamp;
 
 use crate::command::enforcer::{EnforcerArgs, default_state_file};
 use crate::output::Failure;
 
 const AFTER_HELP: &str = "\
-Configure it as the MCP server command of your client; it starts the real server itself:
+Over stdio, configure it as the MCP server command of your client; it starts the real
+server itself (and authorizes in the name of its own agent key, CLEARANCE_API_KEY):
 
   clearance mcp-proxy --name everything --upstream-cmd npx -- -y @modelcontextprotocol/server-everything
+
+Over streamable HTTP (--listen), agents connect to http://ADDR/mcp, each presenting its own
+Clearance API key as `Authorization: Bearer <key>`; calls are authorized in that key's
+name, which must hold the agent role. The key is never sent upstream. Each agent session
+gets its own upstream session:
+
+  clearance mcp-proxy --listen 127.0.0.1:8400 --name everything --upstream-url http://127.0.0.1:3001/mcp
 
 Every tools/call is the action `tool:<name>`, prompts/get `prompt:<name>` and
 resources/read `resources/read` (arguments {uri}), on resource McpServer::\"<name>\", with
@@ -25,17 +34,30 @@ tools/list, notifications and server-to-client requests pass through; other meth
 refused unless given with --allow-method. Clearance's own keys are removed from the
 server's environment. stdout carries the MCP session: diagnostics go to stderr.";
 
-/// Put Clearance between an MCP client and an MCP server (stdio on both sides).
+/// Put Clearance between an MCP client and an MCP server (stdio or streamable HTTP on
+/// either side).
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
+#[command(group(clap::ArgGroup::new("upstream").required(true).args(["upstream_cmd", "upstream_url"])))]
 pub(crate) struct Args {
     /// The server's name: the id of the `McpServer` resource policies see
-    /// [default: the upstream program's file name].
+    /// [default: the upstream program's file name, or the URL's host].
     #[arg(long)]
     name: Option<String>,
-    /// The upstream MCP server's program (its arguments follow `--`).
+    /// The upstream MCP server's program, started by the proxy (its arguments follow `--`).
     #[arg(long)]
-    upstream_cmd: String,
+    upstream_cmd: Option<String>,
+    /// The upstream MCP server's streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp.
+    #[arg(long)]
+    upstream_url: Option<String>,
+    /// Serve agents over streamable HTTP at http://ADDR/mcp instead of stdio (port 0 for
+    /// any free port; the bound address is printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// A `Host` an HTTP agent may use besides localhost, 127.0.0.1 and ::1 (repeatable);
+    /// others are refused, against DNS rebinding.
+    #[arg(long = "allowed-host", requires = "listen")]
+    allowed_hosts: Vec<String>,
     /// A request method to pass through ungoverned (repeatable), e.g. `resources/list`.
     #[arg(long = "allow-method")]
     allow_methods: Vec<String>,
@@ -53,17 +75,62 @@ pub(crate) struct Args {
     upstream_args: Vec<String>,
 }
 
-pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let name = args.name.clone().unwrap_or_else(|| {
-        std::path::Path::new(&args.upstream_cmd)
+/// Which upstream the flags name (clap makes sure exactly one is given).
+pub(crate) fn upstream_spec(
+    cmd: Option<&String>,
+    url: Option<&String>,
+    args: &[String],
+) -> Result<UpstreamSpec, Failure> {
+    match (cmd, url) {
+        (Some(program), None) => Ok(UpstreamSpec::Command {
+            program: program.clone(),
+            args: args.to_vec(),
+        }),
+        (None, Some(url)) if args.is_empty() => {
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| Failure::Error(anyhow::anyhow!("--upstream-url `{url}`: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Failure::Error(anyhow::anyhow!(
+                    "--upstream-url `{url}` is not an http(s) URL"
+                )));
+            }
+            Ok(UpstreamSpec::Url(url.clone()))
+        }
+        (None, Some(_)) => Err(Failure::Error(anyhow::anyhow!(
+            "arguments after `--` are for --upstream-cmd, not --upstream-url"
+        ))),
+        _ => Err(Failure::Error(anyhow::anyhow!(
+            "give one of --upstream-cmd and --upstream-url"
+        ))),
+    }
+}
+
+/// The `McpServer` id when none is given: the program's file name or the URL's host.
+pub(crate) fn default_name(spec: &UpstreamSpec) -> String {
+    match spec {
+        UpstreamSpec::Command { program, .. } => std::path::Path::new(program)
             .file_name()
-            .map_or_else(|| args.upstream_cmd.clone(), |n| n.to_string_lossy().into_owned())
-    });
-    let agent = args.enforcer.agent()?.ok_or_else(|| {
-        Failure::Error(anyhow::anyhow!(
-            "the proxy asks for clearances: give an agent key with --api-key or CLEARANCE_API_KEY"
-        ))
-    })?;
+            .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned()),
+        UpstreamSpec::Url(url) => reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| url.clone()),
+    }
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
+    let upstream = upstream_spec(
+        args.upstream_cmd.as_ref(),
+        args.upstream_url.as_ref(),
+        &args.upstream_args,
+    )?;
+    let name = args.name.clone().unwrap_or_else(|| default_name(&upstream));
+    let agent = args.enforcer.agent()?;
+    if agent.is_none() && args.listen.is_none() {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "over stdio the proxy asks for clearances in its own name: give an agent key with --api-key or CLEARANCE_API_KEY"
+        )));
+    }
     let enforcer = args.enforcer.enforcer()?;
     let measurer = args.enforcer.measurer()?;
     let verifier = args.enforcer.verifier(&enforcer).await?;
@@ -85,17 +152,30 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     };
     let config = McpProxyConfig {
         server_name: name,
-        upstream_program: args.upstream_cmd.clone(),
-        upstream_args: args.upstream_args.clone(),
+        upstream,
         allow_methods: args.allow_methods.clone(),
         environment: args.enforcer.environment.clone(),
     };
     let governor = Governor {
-        agent,
+        // Over HTTP each caller presents its own key; the proxy's is never used for them.
+        agent: if args.listen.is_some() { None } else { agent },
         enforcer,
         gate: Gate::new(verifier, replay, Some(view)).with_measurer(measurer),
     };
-    let outcome = clearance_mcp::run_stdio(config, governor).await;
+    let outcome = match &args.listen {
+        None => clearance_mcp::run_stdio(config, governor).await,
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on `{listen}`"))?;
+            let bound = listener.local_addr().context("reading the bound address")?;
+            eprintln!("clearance mcp-proxy: listening on http://{bound}/mcp");
+            let options = HttpOptions {
+                allowed_hosts: args.allowed_hosts.clone(),
+            };
+            clearance_mcp::run_http(config, governor, listener, options, crate::command::serve::shutdown()).await
+        }
+    };
     follower.abort();
     outcome.map_err(|e| Failure::Error(e.into()))
 }

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use clearance_model::wire::{CreatePrincipal, ErrorBody, IssuedKey, KeyList, PrincipalList, PrincipalView};
+use clearance_model::wire::{CreatePrincipal, ErrorBody, IssuedKey, KeyList, PrincipalList, PrincipalView, Whoami};
 use clearance_model::{KeyId, PrincipalId};
 
 use crate::AppState;
@@ -17,6 +17,19 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/principals", get(list_principals).post(create_principal))
         .route("/v1/principals/{id}/keys", get(list_keys).post(issue_key))
         .route("/v1/keys/{key_id}", delete(revoke_key))
+        .route("/v1/whoami", get(whoami))
+}
+
+/// The principal and roles of the presented key (any role). Enforcement points use it to
+/// check a caller's key before passing anything on in its name.
+#[utoipa::path(get, path = "/v1/whoami", tag = "principals",
+    responses((status = 200, body = Whoami), (status = 401, description = "`invalid_api_key`", body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn whoami(Authenticated(caller): Authenticated) -> Json<Whoami> {
+    Json(Whoami {
+        id: caller.id,
+        roles: caller.roles,
+    })
 }
 
 fn principal_id(raw: &str) -> Result<PrincipalId, ApiError> {
