@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use clearance_model::event::{DecisionEvent, Event};
 use clearance_model::execution::ExecutionState;
 use clearance_model::wire::{
-    AuthorizeRequest, AuthorizeResponse, CreatePrincipal, IssuedKey, KeyView, PolicyActivated, PolicyBundle,
-    PolicyPushed, PolicyValidated, PolicyView, PrincipalView,
+    AuthorizeRequest, AuthorizeResponse, CreatePrincipal, IssuedKey, KeyView, PermittedRequest, PermittedResponse,
+    PolicyActivated, PolicyBundle, PolicyPushed, PolicyValidated, PolicyView, PrincipalView,
 };
 use clearance_model::{Decision, ExecutionId, KeyId, PolicyVersion, PrincipalId, Role, Timestamp};
 use clearance_policy::CompiledPolicy;
@@ -193,6 +193,35 @@ impl ControlPlane {
             }),
             _ => Err(CoreError::InvalidApiKey),
         }
+    }
+
+    /// Which of the asked actions some permit policy could grant the caller on the
+    /// resource (agent role). A query of the active policy: nothing is decided or logged.
+    pub fn permitted(&self, caller: &Caller, req: &PermittedRequest) -> Result<PermittedResponse, CoreError> {
+        require(caller, &[Role::Agent])?;
+        let limits = clearance_model::limits::MAX_PERMITTED_ACTIONS;
+        if req.actions.len() > limits {
+            return Err(CoreError::InvalidRequest(format!(
+                "at most {limits} actions per request, got {}",
+                req.actions.len()
+            )));
+        }
+        let Some(policy) = self.active() else {
+            return Ok(PermittedResponse {
+                policy_version: None,
+                permitted: Vec::new(),
+            });
+        };
+        let permitted = req
+            .actions
+            .iter()
+            .filter(|a| policy.may_permit(caller.id.as_str(), a, &req.resource))
+            .cloned()
+            .collect();
+        Ok(PermittedResponse {
+            policy_version: Some(policy.version()),
+            permitted,
+        })
     }
 
     /// The decision path, stages 2 to 8. The decision (allow or deny) is durable in the

@@ -9,7 +9,9 @@ use clearance_model::ExecutionId;
 use clearance_model::execution::{
     CompleteRequest, Completed, Lease, RenewRequest, RenewResponse, RevocationRecord, StartRequest,
 };
-use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse, ErrorBody, Whoami};
+use clearance_model::wire::{
+    AuthorizeRequest, AuthorizeResponse, ErrorBody, PermittedRequest, PermittedResponse, Whoami,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -159,6 +161,12 @@ impl ControlPlaneClient {
             Some(req),
         )
         .await
+    }
+
+    /// Which of `req.actions` some policy could permit this key's principal.
+    pub async fn permitted(&self, req: &PermittedRequest) -> Result<PermittedResponse, CallError> {
+        self.call(reqwest::Method::POST, "/v1/authorize/permitted", Some(req))
+            .await
     }
 
     /// Who this client's key belongs to; `invalid_api_key` if it is no valid key.

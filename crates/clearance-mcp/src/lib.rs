@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use clearance_enforce::{CallError, ControlPlaneClient, ExpectedCall, Gate};
 use clearance_model::execution::{CompleteRequest, CompletionStatus, StartRequest};
-use clearance_model::wire::AuthorizeRequest;
+use clearance_model::wire::{AuthorizeRequest, PermittedRequest};
 use clearance_model::{Decision, Digest, ExecutionId, ResourceRef, Timestamp, canonical_json};
-use rmcp::model::{CallToolResult, ClientNotification, ClientRequest, ContentBlock, ServerResult};
+use rmcp::model::{CallToolResult, ClientNotification, ClientRequest, ContentBlock, ListToolsResult, ServerResult};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServiceExt as _};
 use serde_json::{Value, json};
@@ -49,6 +49,8 @@ pub struct McpProxyConfig {
     /// (e.g. `resources/list`, `prompts/list`).
     pub allow_methods: Vec<String>,
     pub environment: Option<String>,
+    /// Answer `tools/list` with only the tools some policy could permit the caller.
+    pub hide_unpermitted_tools: bool,
 }
 
 /// The control plane side: who asks, who starts, and the local checks.
@@ -218,6 +220,33 @@ impl Proxy {
         });
     }
 
+    /// A `tools/list` answer with only the tools some policy could permit `agent` (its
+    /// conditions on arguments aside). If the control plane cannot say, nothing is shown.
+    async fn permitted_tools(
+        &self,
+        result: ServerResult,
+        agent: &ControlPlaneClient,
+    ) -> Result<ServerResult, McpError> {
+        let mut list: ListToolsResult = session::expect(result)?;
+        let ask = PermittedRequest {
+            resource: self.resource.clone(),
+            actions: list.tools.iter().map(|t| format!("tool:{}", t.name)).collect(),
+        };
+        let answer = agent.permitted(&ask).await.map_err(|e| {
+            McpError::internal_error(
+                format!("{}: cannot tell which tools are permitted: {e}", e.code()),
+                Some(json!({"reason": e.code()})),
+            )
+        })?;
+        list.tools.retain(|t| {
+            answer
+                .permitted
+                .iter()
+                .any(|a| a.strip_prefix("tool:") == Some(&*t.name))
+        });
+        Ok(ServerResult::ListToolsResult(list))
+    }
+
     /// Every request but `initialize`: governed ones in `agent`'s name, the always-allowed
     /// and configured ones straight through, anything else refused.
     async fn handle(
@@ -231,7 +260,11 @@ impl Proxy {
         let mut meta = context.meta;
         let Some((action, arguments)) = governed(&request) else {
             if ALWAYS_ALLOWED.contains(&method.as_str()) || self.config.allow_methods.contains(&method) {
-                return upstream.forward(request, meta, context.ct.cancelled()).await;
+                let result = upstream.forward(request, meta, context.ct.cancelled()).await?;
+                if method == "tools/list" && self.config.hide_unpermitted_tools {
+                    return self.permitted_tools(result, agent).await;
+                }
+                return Ok(result);
             }
             return Err(McpError::invalid_request(
                 format!("clearance does not forward `{method}` (allow it with --allow-method)"),

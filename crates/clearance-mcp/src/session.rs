@@ -170,7 +170,7 @@ impl Session {
 /// A result of the type a method promises. rmcp reads upstream results into an untagged
 /// enum, where one shape can match an earlier variant (an empty object, say), so a
 /// result of another variant is read again as the expected type.
-fn expect<T: DeserializeOwned>(result: ServerResult) -> Result<T, McpError> {
+pub(crate) fn expect<T: DeserializeOwned>(result: ServerResult) -> Result<T, McpError> {
     serde_json::to_value(&result)
         .and_then(serde_json::from_value)
         .map_err(|e| McpError::internal_error(format!("the upstream server answered unexpectedly: {e}"), None))

@@ -8,6 +8,8 @@ pub const MAX_JSON_DEPTH: usize = 32;
 pub const MAX_ACTION_BYTES: usize = 128;
 /// Longest resource type or id.
 pub const MAX_RESOURCE_BYTES: usize = 256;
+/// Actions one `POST /v1/authorize/permitted` may ask about.
+pub const MAX_PERMITTED_ACTIONS: usize = 1024;
 /// Longest environment id.
 pub const MAX_ENVIRONMENT_BYTES: usize = 128;
 /// Longest principal id.

@@ -43,6 +43,27 @@ pub struct AuthorizeRequest {
     pub delegate: Option<crate::execution::Delegation>,
 }
 
+/// `POST /v1/authorize/permitted`: which of `actions` on `resource` the active policy could
+/// permit the caller, whatever the arguments (for showing an agent only what it may use;
+/// every call is still decided in full).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PermittedRequest {
+    pub resource: ResourceRef,
+    pub actions: Vec<String>,
+}
+
+/// The actions of a [`PermittedRequest`] some permit policy's scope takes in for the
+/// caller, in the order asked; none while no policy is active.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PermittedResponse {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub policy_version: Option<PolicyVersion>,
+    pub permitted: Vec<String>,
+}
+
 /// The control plane's answer to an execution request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -2,7 +2,10 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Context, Decision, EntityId, EntityTypeName, EntityUid, PolicySet, Request};
+use cedar_policy::{
+    Authorizer, Context, Decision, Effect, EntityId, EntityTypeName, EntityUid, PolicySet, PrincipalConstraint,
+    Request, ResourceConstraint,
+};
 use clearance_model::ResourceRef;
 use serde_json::{Map, Value};
 
@@ -168,6 +171,41 @@ impl CompiledPolicy {
             (Decision::Deny, true) => PolicyOutcome::NotPermitted,
             (Decision::Deny, false) => PolicyOutcome::Forbidden { policies: determining },
         }
+    }
+}
+
+impl CompiledPolicy {
+    /// Whether some permit policy's scope takes in this principal, action and resource:
+    /// whether any call of `action` could be permitted to `principal`, whatever its
+    /// arguments and context. Conditions are not evaluated (a permit whose `when` never
+    /// holds still counts) and forbids are not consulted, so this can only over-approximate
+    /// what is permitted: it decides what an agent is shown, never what it may do. The
+    /// scope is matched as evaluation matches it: requests carry no entity hierarchy, so
+    /// `in` holds only for the entity itself.
+    pub fn may_permit(&self, principal: &str, action: &str, resource: &ResourceRef) -> bool {
+        let Some(slice) = self.slices.get(action) else {
+            return false;
+        };
+        let Ok(resource_type) = EntityTypeName::from_str(&resource.kind) else {
+            return false;
+        };
+        let principal = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(principal));
+        let resource = EntityUid::from_type_name_and_id(resource_type, EntityId::new(&resource.id));
+        slice.policies.policies().any(|p| {
+            let principal_fits = match p.principal_constraint() {
+                PrincipalConstraint::Any => true,
+                PrincipalConstraint::In(u) | PrincipalConstraint::Eq(u) => u == principal,
+                PrincipalConstraint::Is(t) => &t == principal.type_name(),
+                PrincipalConstraint::IsIn(t, u) => &t == principal.type_name() && u == principal,
+            };
+            let resource_fits = match p.resource_constraint() {
+                ResourceConstraint::Any => true,
+                ResourceConstraint::In(u) | ResourceConstraint::Eq(u) => u == resource,
+                ResourceConstraint::Is(t) => &t == resource.type_name(),
+                ResourceConstraint::IsIn(t, u) => &t == resource.type_name() && u == resource,
+            };
+            p.effect() == Effect::Permit && principal_fits && resource_fits
+        })
     }
 }
 

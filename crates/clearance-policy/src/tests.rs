@@ -303,3 +303,76 @@ when { context.lineage.depth <= 1 && context.lineage.root == "ops-bot" };
     assert_eq!(ask(0, "someone-else"), PolicyOutcome::NotPermitted);
     Ok(())
 }
+
+const SCOPED: &str = r#"
+@id("anyone-pings-health")
+permit(principal, action == Action::"ping", resource == Tool::"health");
+
+@id("only-ops-refunds")
+permit(principal == Agent::"ops", action == Action::"refund", resource)
+when { context.arguments.amount < 10 };
+
+@id("agents-charge-stripe")
+permit(principal is Agent, action == Action::"charge", resource in Tool::"stripe");
+
+@id("nobody-charges-paypal")
+forbid(principal, action == Action::"charge", resource == Tool::"paypal");
+"#;
+
+#[test]
+fn may_permit_reads_the_scope_of_permits_only() -> Result<(), PolicyError> {
+    let p = CompiledPolicy::compile(&bundle(SCHEMA, SCOPED))?;
+    let tool = |id: &str| ResourceRef::new("Tool", id);
+    for (principal, action, resource, expected) in [
+        ("bot", "ping", "health", true),
+        ("bot", "ping", "stripe", false),
+        ("ops", "refund", "stripe", true),
+        ("bot", "refund", "stripe", false),
+        ("bot", "charge", "stripe", true),
+        ("bot", "charge", "paypal", false),
+        ("bot", "payments", "stripe", false),
+        ("bot", "undeclared", "stripe", false),
+    ] {
+        assert_eq!(
+            p.may_permit(principal, action, &tool(resource)),
+            expected,
+            "{principal} {action} {resource}"
+        );
+    }
+    assert!(!p.may_permit("bot", "ping", &ResourceRef::new("not a type", "health")));
+    Ok(())
+}
+
+proptest! {
+    /// Whatever a request's arguments, it is permitted only where `may_permit` says it
+    /// may be: hiding what `may_permit` rules out never hides something usable.
+    #[test]
+    fn nothing_permitted_is_ruled_out(
+        principal in prop::sample::select(vec!["ops", "bot"]),
+        action in prop::sample::select(vec!["refund", "charge", "ping"]),
+        resource in prop::sample::select(vec!["stripe", "health", "paypal"]),
+        amount in -5i64..2000,
+        scoped in any::<bool>(),
+    ) {
+        let policies = if scoped { SCOPED } else { POLICIES };
+        let p = CompiledPolicy::compile(&bundle(SCHEMA, policies)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let args = match action {
+            "refund" => json!({"amount": amount, "currency": "EUR"}),
+            "charge" => json!({"amount": amount}),
+            _ => json!({}),
+        };
+        let outcome = p.evaluate(&PolicyRequest {
+            principal,
+            action,
+            resource: &ResourceRef::new("Tool", resource),
+            arguments: &args,
+            context: &json!({}),
+            request_time: 1_795_428_000,
+            lineage: crate::Lineage { depth: 0, root: principal },
+            environment: None,
+        });
+        if matches!(outcome, PolicyOutcome::Permit { .. }) {
+            prop_assert!(p.may_permit(principal, action, &ResourceRef::new("Tool", resource)));
+        }
+    }
+}

@@ -138,6 +138,7 @@ async fn openapi_lists_the_api() {
         "/v1/policies",
         "/v1/policies/{version}/activate",
         "/v1/whoami",
+        "/v1/authorize/permitted",
         "/.well-known/jwks.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
@@ -203,6 +204,83 @@ async fn whoami_names_the_keys_principal_and_roles() {
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn permitted_lists_the_actions_a_permit_could_grant_the_caller() {
+    let h = harness().await;
+    let principal = |id: &'static str, role: &'static str| {
+        let h = &h;
+        async move {
+            let body = serde_json::json!({"id": id, "roles": [role]}).to_string();
+            let (s, _) = h.call("POST", "/v1/principals", Some(&h.admin), Some(&body)).await;
+            assert_eq!(s, StatusCode::CREATED);
+            let (s, k) = h
+                .call("POST", &format!("/v1/principals/{id}/keys"), Some(&h.admin), Some("{}"))
+                .await;
+            assert_eq!(s, StatusCode::CREATED);
+            k["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let ops = principal("ops", "agent").await;
+    let bot = principal("bot", "agent").await;
+    let auditor = principal("audit", "auditor").await;
+    let ask = serde_json::json!({
+        "resource": {"type": "McpServer", "id": "files"},
+        "actions": ["tool:read", "tool:delete", "tool:undeclared"],
+    })
+    .to_string();
+    // No active policy: nothing is permitted.
+    let (s, none) = h.call("POST", "/v1/authorize/permitted", Some(&ops), Some(&ask)).await;
+    assert_eq!((s, none["permitted"].clone()), (StatusCode::OK, serde_json::json!([])));
+    let bundle = serde_json::json!({
+        "schema": "entity Agent; entity McpServer;
+                   action \"tool:read\" appliesTo { principal: Agent, resource: McpServer, context: { arguments: { path: String } } };
+                   action \"tool:delete\" appliesTo { principal: Agent, resource: McpServer };",
+        "policies": "permit(principal, action == Action::\"tool:read\", resource) when { context.arguments.path like \"/tmp/*\" };
+                     permit(principal == Agent::\"ops\", action == Action::\"tool:delete\", resource == McpServer::\"files\");",
+    })
+    .to_string();
+    let (s, pushed) = h.call("POST", "/v1/policies", Some(&h.admin), Some(&bundle)).await;
+    assert_eq!(s, StatusCode::CREATED, "{pushed}");
+    let version = pushed["version"].as_str().unwrap();
+    let (s, _) = h
+        .call(
+            "POST",
+            &format!("/v1/policies/{version}/activate"),
+            Some(&h.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for (key, expected) in [
+        (&ops, serde_json::json!(["tool:read", "tool:delete"])),
+        (&bot, serde_json::json!(["tool:read"])),
+    ] {
+        let (s, body) = h.call("POST", "/v1/authorize/permitted", Some(key), Some(&ask)).await;
+        assert_eq!((s, body["permitted"].clone()), (StatusCode::OK, expected), "{body}");
+        assert_eq!(body["policy_version"], version);
+    }
+    // Agents only; a malformed or oversized question is a 400.
+    let (s, body) = h
+        .call("POST", "/v1/authorize/permitted", Some(&auditor), Some(&ask))
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("unauthorized_role"))
+    );
+    let many = serde_json::json!({
+        "resource": {"type": "McpServer", "id": "files"},
+        "actions": vec!["tool:read"; 1025],
+    })
+    .to_string();
+    for body in [many.as_str(), "{\"actions\": []}"] {
+        let (s, e) = h.call("POST", "/v1/authorize/permitted", Some(&ops), Some(body)).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request"))
         );
     }
 }

@@ -58,6 +58,11 @@ pub(crate) struct Args {
     /// others are refused, against DNS rebinding.
     #[arg(long = "allowed-host", requires = "listen")]
     allowed_hosts: Vec<String>,
+    /// Answer tools/list with only the tools some policy could permit the caller (whose
+    /// permit's scope takes in this principal, this server and the tool's action; its
+    /// conditions on arguments are not evaluated). Every call is still authorized in full.
+    #[arg(long)]
+    hide_unpermitted_tools: bool,
     /// A request method to pass through ungoverned (repeatable), e.g. `resources/list`.
     #[arg(long = "allow-method")]
     allow_methods: Vec<String>,
@@ -155,6 +160,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         upstream,
         allow_methods: args.allow_methods.clone(),
         environment: args.enforcer.environment.clone(),
+        hide_unpermitted_tools: args.hide_unpermitted_tools,
     };
     let governor = Governor {
         // Over HTTP each caller presents its own key; the proxy's is never used for them.

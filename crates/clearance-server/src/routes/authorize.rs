@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use clearance_model::DenyReason;
-use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse, ErrorBody, ErrorDetail};
+use clearance_model::wire::{
+    AuthorizeRequest, AuthorizeResponse, ErrorBody, ErrorDetail, PermittedRequest, PermittedResponse,
+};
 
 use crate::AppState;
 use crate::auth::Authenticated;
@@ -16,7 +18,33 @@ use crate::error::ApiError;
 use crate::routes::json_body;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/authorize", post(authorize))
+    Router::new()
+        .route("/v1/authorize", post(authorize))
+        .route("/v1/authorize/permitted", post(permitted))
+}
+
+/// Which of the given actions on a resource some permit policy could grant the caller,
+/// whatever the arguments (agent role). For showing an agent only the tools it may use:
+/// conditions are not evaluated and nothing is decided or logged; every call is still
+/// authorized in full.
+#[utoipa::path(
+    post, path = "/v1/authorize/permitted", tag = "decisions",
+    request_body = PermittedRequest,
+    responses(
+        (status = 200, description = "The permitted subset of the actions, in the order asked", body = PermittedResponse),
+        (status = 400, description = "Malformed body or too many actions (`invalid_request`)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key (`invalid_api_key`)", body = ErrorBody),
+        (status = 403, description = "The principal lacks the `agent` role (`unauthorized_role`)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn permitted(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PermittedResponse>, ApiError> {
+    let req: PermittedRequest = json_body(body)?;
+    Ok(Json(state.plane().permitted(&caller, &req)?))
 }
 
 /// Ask for a clearance. Allow and deny are both `200` with the decision; a request from a
