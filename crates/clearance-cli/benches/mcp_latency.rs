@@ -1,7 +1,8 @@
 //! Latency the MCP proxy adds per tools/call, measured in the same run: an agent on the
 //! official TypeScript SDK calls `echo` on the reference server-everything directly
 //! (baseline) and through `clearance mcp-proxy` (authorize, local admission with the
-//! durable replay cache, start, forward; completion is reported after the answer).
+//! durable replay cache, start, forward; completion is reported after the answer), over
+//! stdio and over streamable HTTP on both sides.
 //!
 //! `npm ci --prefix tests/interop/mcp`, then
 //! `cargo bench -p clearance-cli --bench mcp_latency` (CALLS changes the count).
@@ -16,8 +17,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use common::{BIN, Server};
 
@@ -59,6 +62,37 @@ fn run(interop: &Path, command: &[String], env: &[(&str, &str)], calls: usize) -
     l
 }
 
+/// Kills the process it holds when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait for a line on `child`'s stderr that starts with `prefix`; return the rest.
+fn announced(child: &mut Child, prefix: &'static str) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no `{prefix}` line"))
+}
+
+struct Row {
+    path: &'static str,
+    baseline: Vec<f64>,
+    proxied: Vec<f64>,
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -76,9 +110,17 @@ fn main() {
     let enforcer = server.principal("mcp-runner", &["enforcer"]);
     server.activate(SCHEMA, POLICIES);
     let everything = everything.display().to_string();
-    let direct = run(&interop, &["node".into(), everything.clone()], &[], calls);
     let replay = dir.path().join("replay").display().to_string();
-    let proxied = run(
+    let keys = [
+        ("CLEARANCE_SERVER", server.url.as_str()),
+        ("CLEARANCE_API_KEY", agent.as_str()),
+        ("CLEARANCE_ENFORCER_KEY", enforcer.as_str()),
+        ("CLEARANCE_REPLAY_CACHE", replay.as_str()),
+    ];
+
+    // stdio on both sides: the proxy starts the server.
+    let stdio_direct = run(&interop, &["node".into(), everything.clone()], &[], calls);
+    let stdio_proxied = run(
         &interop,
         &[
             BIN.into(),
@@ -88,26 +130,75 @@ fn main() {
             "--upstream-cmd".into(),
             "node".into(),
             "--".into(),
-            everything,
+            everything.clone(),
         ],
-        &[
-            ("CLEARANCE_SERVER", &server.url),
-            ("CLEARANCE_API_KEY", &agent),
-            ("CLEARANCE_ENFORCER_KEY", &enforcer),
-            ("CLEARANCE_REPLAY_CACHE", &replay),
-        ],
+        &keys,
         calls,
     );
+
+    // Streamable HTTP on both sides: the server listens, the proxy listens in front.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut upstream = Command::new("node")
+        .args([everything.as_str(), "streamableHttp"])
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    announced(&mut upstream, "MCP Streamable HTTP Server listening on port");
+    let upstream = Running(upstream);
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    let mut proxy = Command::new(BIN)
+        .args(["mcp-proxy", "--listen", "127.0.0.1:0", "--name", "everything"])
+        .args(["--upstream-url", &upstream_url])
+        .envs(keys.iter().copied().filter(|(k, _)| *k != "CLEARANCE_API_KEY"))
+        .env("CLEARANCE_REPLAY_CACHE", dir.path().join("replay-http"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let proxy_url = announced(&mut proxy, "clearance mcp-proxy: listening on ");
+    let proxy = Running(proxy);
+    let http_direct = run(&interop, &[upstream_url], &[], calls);
+    let http_proxied = run(&interop, &[proxy_url], &[("AGENT_KEY", agent.as_str())], calls);
+    drop((proxy, upstream));
+
+    let rows = [
+        Row {
+            path: "stdio",
+            baseline: stdio_direct,
+            proxied: stdio_proxied,
+        },
+        Row {
+            path: "streamable HTTP",
+            baseline: http_direct,
+            proxied: http_proxied,
+        },
+    ];
     println!("{calls} sequential tools/call (echo) each, official TypeScript SDK agent, same run\n");
-    println!("{:<36} {:>10} {:>10}", "path", "median", "p99");
-    let (d50, d99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
-    let (p50, p99) = (percentile(&proxied, 0.5), percentile(&proxied, 0.99));
-    println!("{:<36} {:>8.3}ms {:>8.3}ms", "server-everything directly", d50, d99);
-    println!("{:<36} {:>8.3}ms {:>8.3}ms", "through clearance mcp-proxy", p50, p99);
     println!(
-        "\nadded: median {:.3} ms, p99 {:.3} ms; ratio to baseline (median) {:.1}x",
-        p50 - d50,
-        p99 - d99,
-        p50 / d50
+        "{:<16} {:>14} {:>14} {:>14} {:>14} {:>12} {:>9}",
+        "transport", "direct median", "direct p99", "proxy median", "proxy p99", "added median", "ratio"
     );
+    for row in &rows {
+        let (d50, d99) = (percentile(&row.baseline, 0.5), percentile(&row.baseline, 0.99));
+        let (p50, p99) = (percentile(&row.proxied, 0.5), percentile(&row.proxied, 0.99));
+        println!(
+            "{:<16} {:>12.3}ms {:>12.3}ms {:>12.3}ms {:>12.3}ms {:>10.3}ms {:>8.1}x",
+            row.path,
+            d50,
+            d99,
+            p50,
+            p99,
+            p50 - d50,
+            p50 / d50
+        );
+        println!("{:<16} added p99: {:.3} ms", "", p99 - d99);
+    }
 }

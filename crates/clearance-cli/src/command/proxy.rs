@@ -1,5 +1,6 @@
 //! `clearance proxy`: an HTTP reverse proxy that lets nothing through without a clearance.
 
+use axum::serve::ListenerExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,6 +144,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let bound = listener.local_addr().context("reading the bound address")?;
     eprintln!("clearance proxy: listening on http://{bound}");
     let app = clearance_enforce::proxy::router(proxy);
+    // Without NODELAY an answer written in more than one piece can wait for the client's
+    // delayed ACK (up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::command::serve::shutdown())
         .await
