@@ -17,12 +17,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::{BIN, Server};
+use common::{BIN, Server, announced};
 
 const SCHEMA: &str = r#"
 entity Agent;
@@ -70,21 +68,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Wait for a line on `child`'s stderr that starts with `prefix`; return the rest.
-fn announced(child: &mut Child, prefix: &'static str) -> String {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                let _ = tx.send(rest.to_owned());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no `{prefix}` line"))
 }
 
 struct Row {

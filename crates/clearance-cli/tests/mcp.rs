@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, BIN, Broken, Server, broken_plane};
+use common::{ADMIN_KEY, BIN, Broken, Server, announced, broken_plane};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = r#"
@@ -218,12 +218,20 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
         assert!(!raw.contains(secret) && !text_of(&a[5]).contains(secret));
     }
 
-    // A clearance the proxy used is spent: presenting it again is refused.
+    // A clearance the proxy used is spent; every call is in the log with its start and
+    // completion, and its evidence verifies.
     let token = forwarded[0]["params"]["_meta"]["clearance"].as_str().unwrap();
+    spent_completed_and_proven(&server, &enforcer, token, 5);
+}
+
+/// `token`, used by the proxy, is refused when presented again; `completions` calls have
+/// their completion in the log; the token's execution has evidence that verifies offline
+/// with its start and successful completion.
+fn spent_completed_and_proven(server: &Server, enforcer: &str, token: &str, completions: usize) {
     let jti = common::jws_part(token, 1)["jti"].as_str().unwrap().to_owned();
     let (status, body) = server.post(
         &format!("/v1/executions/{jti}/start"),
-        Some(&enforcer),
+        Some(enforcer),
         &json!({"clearance": token}),
     );
     assert_eq!(
@@ -231,22 +239,17 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
         (409, Some("replayed")),
         "{body}"
     );
-
-    // Every call is in the log with its start and completion; its evidence verifies.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let completed = loop {
-        let done: Vec<String> = server
-            .log_events()
-            .iter()
-            .filter(|e| e["type"] == "execution_completed")
-            .map(|e| e["execution_id"].as_str().unwrap().to_owned())
-            .collect();
-        if done.len() >= 5 || Instant::now() > deadline {
-            break done;
-        }
+    while server
+        .log_events()
+        .iter()
+        .filter(|e| e["type"] == "execution_completed")
+        .count()
+        < completions
+    {
+        assert!(Instant::now() < deadline, "completions missing from the log");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(completed.len(), 5);
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("evidence.json");
     let out = server.cli(
@@ -264,6 +267,25 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
     assert_eq!(report["lifecycle"], json!(["started", "completed: succeeded"]));
 }
 
+/// Flags that make an enforcement point trust the control plane's current key from a
+/// file (so it can start against a broken plane) and give up after a second.
+fn trust_flags(server: &Server, dir: &Path) -> Vec<String> {
+    let jwks = dir.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        server.call("GET", "/.well-known/jwks.json", None, None).1.to_string(),
+    )
+    .unwrap();
+    vec![
+        "--jwks".into(),
+        jwks.display().to_string(),
+        "--issuer".into(),
+        server.url.clone(),
+        "--timeout".into(),
+        "1".into(),
+    ]
+}
+
 #[test]
 fn the_mcp_proxy_fails_closed() {
     let Some(interop) = interop_dir() else { return };
@@ -272,20 +294,8 @@ fn the_mcp_proxy_fails_closed() {
     let enforcer = server.principal("mcp-runner", &["enforcer"]);
     server.activate(SCHEMA, POLICIES);
     let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(
-        &jwks,
-        server.call("GET", "/.well-known/jwks.json", None, None).1.to_string(),
-    )
-    .unwrap();
-    let trust = [
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--issuer",
-        &server.url,
-        "--timeout",
-        "1",
-    ];
+    let trust = trust_flags(&server, dir.path());
+    let trust: Vec<&str> = trust.iter().map(String::as_str).collect();
     let calls = json!([
         {"name": "echo", "arguments": {"message": "hello"}},
         {"name": "get-sum", "arguments": {"a": 1, "b": 2}},
@@ -476,18 +486,7 @@ impl HttpProxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("clearance mcp-proxy: listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("mcp-proxy did not start: {:?}", child.try_wait()));
+        let url = announced(&mut child, "clearance mcp-proxy: listening on ");
         Self { child, url, _dir: dir }
     }
 }
@@ -649,43 +648,8 @@ fn tool_calls_over_streamable_http_are_governed_in_each_callers_name() {
     assert_eq!(deciders.iter().filter(|p| *p == "second-agent").count(), 1);
     assert_eq!(deciders.iter().filter(|p| *p == "mcp-agent").count(), 7);
 
-    // The clearance the proxy used is spent.
     let token = forwarded[0]["params"]["_meta"]["clearance"].as_str().unwrap();
-    let jti = common::jws_part(token, 1)["jti"].as_str().unwrap().to_owned();
-    let (status, body) = server.post(
-        &format!("/v1/executions/{jti}/start"),
-        Some(&enforcer),
-        &json!({"clearance": token}),
-    );
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("replayed")));
-
-    // Each forwarded call is started and completed in the log, and its evidence verifies.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server
-        .log_events()
-        .iter()
-        .filter(|e| e["type"] == "execution_completed")
-        .count()
-        < 5
-    {
-        assert!(Instant::now() < deadline, "completions missing from the log");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("evidence.json");
-    let out = server.cli(
-        Some(ADMIN_KEY),
-        &["evidence", "export", &jti, "-o", file.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(BIN)
-        .args(["evidence", "verify", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["lifecycle"], json!(["started", "completed: succeeded"]));
+    spent_completed_and_proven(&server, &enforcer, token, 5);
 }
 
 #[test]
@@ -729,15 +693,9 @@ fn the_http_proxy_fails_closed() {
     let enforcer = server.principal("mcp-runner", &["enforcer"]);
     server.activate(SCHEMA, POLICIES);
     let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(
-        &jwks,
-        server.call("GET", "/.well-known/jwks.json", None, None).1.to_string(),
-    )
-    .unwrap();
-    let plane = server.url.clone();
-    let trust = ["--jwks", jwks.to_str().unwrap(), "--issuer", &plane, "--timeout", "1"];
-    let proxy = HttpProxy::start(&plane, &enforcer, &upstream.url, &trust);
+    let trust = trust_flags(&server, dir.path());
+    let trust: Vec<&str> = trust.iter().map(String::as_str).collect();
+    let proxy = HttpProxy::start(&server.url, &enforcer, &upstream.url, &trust);
     let a = http_agent(&interop, &proxy.url, Some(&agent), &calls, || kill_now(&server));
     assert_eq!(text_of(&a[0]), "Echo: hello");
     for refused in &a[1..] {

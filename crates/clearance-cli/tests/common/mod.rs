@@ -424,20 +424,25 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("clearance proxy: listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("proxy did not start: {:?}", child.try_wait()));
+        let url = announced(&mut child, "clearance proxy: listening on ");
         Self { child, url }
     }
+}
+
+/// Wait (up to 30 s) for a line on `child`'s stderr that starts with `prefix`, and return
+/// the rest of it: how a started process says where it listens.
+pub fn announced(child: &mut Child, prefix: &'static str) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no `{prefix}` line: {:?}", child.try_wait()))
 }
 
 /// A JWS segment decoded as JSON: 0 the header, 1 the claims. Only for reading in tests;
