@@ -737,6 +737,8 @@ fn http_agents_in_front_of_a_server_started_per_session() {
     let tap_log = dir.path().join("upstream.log");
     let everything = interop.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     let flags: Vec<String> = vec![
+        "--session-idle-timeout".into(),
+        "2".into(),
         "--upstream-cmd".into(),
         "env".into(),
         "--".into(),
@@ -747,25 +749,50 @@ fn http_agents_in_front_of_a_server_started_per_session() {
         everything.display().to_string(),
     ];
     let proxy = HttpProxy::start_with(&server.url, &enforcer, &flags);
+    let saw = || -> Vec<Value> {
+        std::fs::read_to_string(&tap_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let closed = || saw().iter().filter(|m| m["tap"] == "closed").count();
     let calls = json!([
         {"name": "echo", "arguments": {"message": "hello"}},
         {"name": "echo", "arguments": {"message": "my secret plan"}},
     ]);
-    for _ in 0..2 {
+    // Each session has its own server, started on the agent's initialize and stopped when
+    // the agent ends the session.
+    for n in 1..=2 {
         let a = http_agent(&interop, &proxy.url, Some(&agent), &calls, || {});
         assert_eq!(text_of(&a[0]), "Echo: hello");
         assert!(text_of(&a[1]).contains("policy_denied"), "{}", a[1]);
+        wait_for(|| closed() == n, "the server of an ended session is still running");
     }
-    // Two sessions, two upstream servers, two initializations; only the allowed calls.
-    let saw: Vec<Value> = std::fs::read_to_string(&tap_log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let count = |method: &str| saw.iter().filter(|m| m["method"] == method).count();
-    assert_eq!((count("initialize"), count("tools/call")), (2, 2), "{saw:?}");
-    let raw = serde_json::to_string(&saw).unwrap();
+    let count = |method: &str| saw().iter().filter(|m| m["method"] == method).count();
+    assert_eq!((count("initialize"), count("tools/call")), (2, 2));
+    let raw = serde_json::to_string(&saw()).unwrap();
     assert!(!raw.contains("my secret plan") && !raw.contains(&agent) && !raw.contains(&enforcer));
+    // An agent that walks away without ending its session: closed after the idle timeout.
+    let mut agent_cmd = Command::new("node");
+    agent_cmd
+        .arg(interop.join("agent.mjs"))
+        .arg(&proxy.url)
+        .current_dir(&interop)
+        .env("AGENT_KEY", &agent)
+        .env("NO_TERMINATE", "1")
+        .env("CALLS", json!([calls[0]]).to_string());
+    assert!(agent_cmd.output().unwrap().status.success());
+    assert_eq!(count("initialize"), 3);
+    wait_for(|| closed() == 3, "an idle session's server outlived the idle timeout");
+}
+
+fn wait_for(done: impl Fn() -> bool, failure: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -15,11 +15,23 @@ use crate::session::{Caller, Session, UNAUTHENTICATED};
 use crate::{Governor, McpProxyConfig, McpProxyError, Proxy};
 
 /// How the HTTP endpoint is served.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// `Host` values accepted besides the loopback names (rmcp refuses others, against
     /// DNS rebinding); needed when agents reach the proxy by another name.
     pub allowed_hosts: Vec<String>,
+    /// A session the agent neither uses nor ends (`DELETE`) for this long is closed, and
+    /// its upstream session with it.
+    pub session_idle: std::time::Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            session_idle: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// Serve agents at `/mcp` on `listener` until `shutdown` completes.
@@ -34,9 +46,11 @@ pub async fn run_http(
     let mut hosts = StreamableHttpServerConfig::default().allowed_hosts;
     hosts.extend(options.allowed_hosts);
     let cancel = StreamableHttpServerConfig::default().cancellation_token;
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(options.session_idle);
     let service = StreamableHttpService::new(
         move || Ok(Session::new(Arc::clone(&proxy), Caller::Bearer)),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(hosts)
             .with_cancellation_token(cancel.clone()),

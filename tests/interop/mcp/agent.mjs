@@ -63,4 +63,6 @@ for (const call of calls) {
     console.log(JSON.stringify({ ok: false, error: String(e?.message ?? e) }));
   }
 }
+// Over HTTP, end the session as a polite client does (DELETE) unless told to walk away.
+if (transport.terminateSession && !process.env.NO_TERMINATE) await transport.terminateSession();
 await client.close();

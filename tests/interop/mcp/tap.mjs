@@ -16,5 +16,9 @@ process.stdin.on("data", (chunk) => {
   }
   child.stdin.write(chunk);
 });
-process.stdin.on("end", () => child.stdin.end());
+process.stdin.on("end", () => {
+  // The proxy closed its side: the session with this server is over.
+  if (log) appendFileSync(log, JSON.stringify({ tap: "closed" }) + "\n");
+  child.stdin.end();
+});
 child.on("exit", (code) => process.exit(code ?? 0));

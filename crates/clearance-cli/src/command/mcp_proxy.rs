@@ -58,6 +58,10 @@ pub(crate) struct Args {
     /// others are refused, against DNS rebinding.
     #[arg(long = "allowed-host", requires = "listen")]
     allowed_hosts: Vec<String>,
+    /// Seconds after which an HTTP agent session that is neither used nor ended is closed,
+    /// and its upstream session (or server process) with it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "listen", value_parser = clap::value_parser!(u64).range(1..))]
+    session_idle_timeout: u64,
     /// Answer tools/list with only the tools some policy could permit the caller (whose
     /// permit's scope takes in this principal, this server and the tool's action; its
     /// conditions on arguments are not evaluated). Every call is still authorized in full.
@@ -178,6 +182,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             eprintln!("clearance mcp-proxy: listening on http://{bound}/mcp");
             let options = HttpOptions {
                 allowed_hosts: args.allowed_hosts.clone(),
+                session_idle: Duration::from_secs(args.session_idle_timeout),
             };
             clearance_mcp::run_http(config, governor, listener, options, crate::command::serve::shutdown()).await
         }
