@@ -180,6 +180,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                 .with_context(|| format!("cannot listen on `{listen}`"))?;
             let bound = listener.local_addr().context("reading the bound address")?;
             eprintln!("clearance mcp-proxy: listening on http://{bound}/mcp");
+            if !bound.ip().is_loopback() {
+                eprintln!(
+                    "warning: agents send their API keys to this address in plain HTTP; \
+                     put a TLS terminator in front of it or listen on loopback"
+                );
+            }
             let options = HttpOptions {
                 allowed_hosts: args.allowed_hosts.clone(),
                 session_idle: Duration::from_secs(args.session_idle_timeout),
