@@ -665,8 +665,8 @@ fn over_http_only_a_valid_agent_key_gets_through() {
     for (key, expected) in [
         (None, "invalid_api_key: present your Clearance API key"),
         (Some("clr_not_a_key"), "invalid_api_key"),
-        (Some(auditor.as_str()), "forbidden"),
-        (Some(enforcer.as_str()), "forbidden"),
+        (Some(auditor.as_str()), "unauthorized_role"),
+        (Some(enforcer.as_str()), "unauthorized_role"),
     ] {
         let a = http_agent(&interop, &proxy.url, key, &calls, || {});
         assert_eq!(a.len(), 1, "{a:?}");

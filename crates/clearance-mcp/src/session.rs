@@ -66,7 +66,7 @@ async fn check_agent(agent: &ControlPlaneClient) -> Result<(), McpError> {
     match agent.whoami().await {
         Ok(me) if me.roles.contains(&Role::Agent) => Ok(()),
         Ok(me) => Err(refused(
-            "forbidden",
+            "unauthorized_role",
             format!("principal `{}` does not hold the agent role", me.id),
         )),
         Err(CallError::Refused { code, message, .. }) => Err(refused(&code, message)),
