@@ -205,13 +205,7 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
     );
     // Each forwarded call carries its clearance; the agent's credentials never travel.
     for call in &forwarded {
-        assert!(
-            call["params"]["_meta"]["clearance"]
-                .as_str()
-                .unwrap()
-                .starts_with("eyJ"),
-            "{call}"
-        );
+        clearance_of(call);
     }
     assert!(!text_of(&a[5]).is_empty(), "get-env answered nothing: {}", a[5]);
     for secret in [agent.as_str(), enforcer.as_str(), ADMIN_KEY] {
@@ -220,8 +214,15 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
 
     // A clearance the proxy used is spent; every call is in the log with its start and
     // completion, and its evidence verifies.
-    let token = forwarded[0]["params"]["_meta"]["clearance"].as_str().unwrap();
+    let token = clearance_of(forwarded[0]);
     spent_completed_and_proven(&server, &enforcer, token, 5);
+}
+
+/// The clearance a forwarded call carries in its `_meta` (a compact JWS).
+fn clearance_of(call: &Value) -> &str {
+    let token = call["params"]["_meta"]["clearance"].as_str().unwrap_or_default();
+    assert!(token.starts_with("eyJ"), "no clearance on a forwarded call: {call}");
+    token
 }
 
 /// `token`, used by the proxy, is refused when presented again; `completions` calls have
@@ -607,13 +608,7 @@ fn tool_calls_over_streamable_http_are_governed_in_each_callers_name() {
         ]
     );
     for call in &forwarded {
-        assert!(
-            call["params"]["_meta"]["clearance"]
-                .as_str()
-                .unwrap()
-                .starts_with("eyJ"),
-            "{call}"
-        );
+        clearance_of(call);
     }
     // Neither a denied call's arguments nor any key ever reached the server.
     let raw = serde_json::to_string(&upstream.saw()).unwrap();
@@ -648,7 +643,7 @@ fn tool_calls_over_streamable_http_are_governed_in_each_callers_name() {
     assert_eq!(deciders.iter().filter(|p| *p == "second-agent").count(), 1);
     assert_eq!(deciders.iter().filter(|p| *p == "mcp-agent").count(), 7);
 
-    let token = forwarded[0]["params"]["_meta"]["clearance"].as_str().unwrap();
+    let token = clearance_of(&forwarded[0]);
     spent_completed_and_proven(&server, &enforcer, token, 5);
 }
 

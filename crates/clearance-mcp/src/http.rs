@@ -43,13 +43,14 @@ pub async fn run_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpProxyError> {
     let proxy = Proxy::new(config, governor);
+    let sessions_proxy = Arc::clone(&proxy);
     let mut hosts = StreamableHttpServerConfig::default().allowed_hosts;
     hosts.extend(options.allowed_hosts);
     let cancel = StreamableHttpServerConfig::default().cancellation_token;
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(options.session_idle);
     let service = StreamableHttpService::new(
-        move || Ok(Session::new(Arc::clone(&proxy), Caller::Bearer)),
+        move || Ok(Session::new(Arc::clone(&sessions_proxy), Caller::Bearer)),
         Arc::new(sessions),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(hosts)
@@ -69,6 +70,7 @@ pub async fn run_http(
             cancel.cancel();
         })
         .await;
+    proxy.finish().await;
     outcome.map_err(|e| McpProxyError::Http(e.to_string()))
 }
 

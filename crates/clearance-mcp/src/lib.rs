@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use clearance_enforce::{CallError, ControlPlaneClient, ExpectedCall, Gate};
 use clearance_model::execution::{CompleteRequest, CompletionStatus, StartRequest};
@@ -10,6 +10,7 @@ use rmcp::model::{CallToolResult, ClientNotification, ClientRequest, ContentBloc
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServiceExt as _};
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 
 mod http;
 mod schema;
@@ -132,6 +133,8 @@ struct Proxy {
     config: McpProxyConfig,
     governor: Governor,
     resource: ResourceRef,
+    /// Completion reports sent after the agent has its answer.
+    completions: Mutex<JoinSet<()>>,
 }
 
 impl Proxy {
@@ -141,6 +144,7 @@ impl Proxy {
             config,
             governor,
             resource,
+            completions: Mutex::new(JoinSet::new()),
         })
     }
 
@@ -208,7 +212,10 @@ impl Proxy {
             Err(_) => (CompletionStatus::Failed, None),
         };
         let enforcer = self.governor.enforcer.clone();
-        tokio::spawn(async move {
+        let mut pending = self.completions.lock().unwrap_or_else(PoisonError::into_inner);
+        // Reap the reports already sent, so a long-running proxy keeps only those in flight.
+        while pending.try_join_next().is_some() {}
+        pending.spawn(async move {
             let req = CompleteRequest {
                 status,
                 exit_code: None,
@@ -218,6 +225,13 @@ impl Proxy {
                 tracing::warn!(execution_id = %id, error = %e, "could not report the call's completion");
             }
         });
+    }
+
+    /// Wait for the completion reports still in flight (each bounded by the control plane
+    /// client's timeout), so that stopping the proxy right after an answer loses none.
+    async fn finish(&self) {
+        let mut pending = std::mem::take(&mut *self.completions.lock().unwrap_or_else(PoisonError::into_inner));
+        while pending.join_next().await.is_some() {}
     }
 
     /// A `tools/list` answer with only the tools some policy could permit `agent` (its
@@ -299,17 +313,16 @@ pub async fn run_stdio(config: McpProxyConfig, governor: Governor) -> Result<(),
         .agent
         .clone()
         .ok_or_else(|| McpProxyError::Session("over stdio the proxy needs an agent key of its own".into()))?;
-    let session = Session::new(Proxy::new(config, governor), Caller::Fixed(agent))
+    let proxy = Proxy::new(config, governor);
+    let session = Session::new(Arc::clone(&proxy), Caller::Fixed(agent))
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| McpProxyError::Session(e.to_string()))?;
     // When the agent goes, the session drops its upstream link, which ends the upstream
     // session (and stops a child process).
-    session
-        .waiting()
-        .await
-        .map(|_| ())
-        .map_err(|e| McpProxyError::Session(e.to_string()))
+    let outcome = session.waiting().await;
+    proxy.finish().await;
+    outcome.map(|_| ()).map_err(|e| McpProxyError::Session(e.to_string()))
 }
 
 /// Start the upstream server, list its tools, and write the Cedar schema for them.
