@@ -2,7 +2,7 @@
 //! stdio or streamable HTTP, and the way its messages find their way back to the agent.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use rmcp::model::{
     CancelledNotificationParam, ClientConfig, ClientRequest, ClientResult, GetMeta as _, InitializeResult,
@@ -72,8 +72,9 @@ impl Drop for TokenMapping<'_> {
 /// The client half that talks to the upstream server: its requests to the client
 /// (sampling, elicitation, roots) and its notifications go to the agent.
 struct UpstreamClient {
-    agent: Arc<OnceLock<Peer<RoleServer>>>,
-    progress: Arc<ProgressTokens>,
+    /// Set once the agent's session exists (see [`UpstreamLink::set_agent`]).
+    agent: OnceLock<Peer<RoleServer>>,
+    progress: ProgressTokens,
     info: ClientConfig,
 }
 
@@ -117,8 +118,6 @@ impl Service<RoleClient> for UpstreamClient {
 /// One MCP client session with the upstream server.
 pub(crate) struct UpstreamLink {
     service: RunningService<RoleClient, UpstreamClient>,
-    agent: Arc<OnceLock<Peer<RoleServer>>>,
-    progress: Arc<ProgressTokens>,
 }
 
 impl UpstreamLink {
@@ -129,11 +128,9 @@ impl UpstreamLink {
             upstream: spec.to_string(),
             message,
         };
-        let agent = Arc::new(OnceLock::new());
-        let progress = Arc::new(ProgressTokens::default());
         let handler = UpstreamClient {
-            agent: Arc::clone(&agent),
-            progress: Arc::clone(&progress),
+            agent: OnceLock::new(),
+            progress: ProgressTokens::default(),
             info: client,
         };
         let service = match spec {
@@ -157,16 +154,12 @@ impl UpstreamLink {
         if service.peer_info().is_none() {
             return Err(upstream_error("it did not complete initialization".into()));
         }
-        Ok(Self {
-            service,
-            agent,
-            progress,
-        })
+        Ok(Self { service })
     }
 
     /// Where the upstream's requests and notifications go from now on.
     pub(crate) fn set_agent(&self, peer: Peer<RoleServer>) {
-        let _ = self.agent.set(peer);
+        let _ = self.service.service().agent.set(peer);
     }
 
     /// The upstream's answer to `initialize`, which the proxy gives the agent as its own.
@@ -205,10 +198,11 @@ impl UpstreamLink {
             .await
             .map_err(to_mcp)?;
         let id = handle.id.clone();
+        let progress = &self.service.service().progress;
         let _mapping = agent_token.map(|token| {
-            self.progress.lock().insert(handle.progress_token.clone(), token);
+            progress.lock().insert(handle.progress_token.clone(), token);
             TokenMapping {
-                tokens: &self.progress,
+                tokens: progress,
                 upstream: handle.progress_token.clone(),
             }
         });
