@@ -154,10 +154,7 @@ fn text_of(answer: &Value) -> String {
 #[test]
 fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
     let Some(interop) = interop_dir() else { return };
-    let server = Server::start();
-    let agent = server.principal("mcp-agent", &["agent"]);
-    let enforcer = server.principal("mcp-runner", &["enforcer"]);
-    server.activate(SCHEMA, POLICIES);
+    let (server, agent, enforcer) = governed_plane();
     let calls = json!([
         {"method": "tools/list"},
         {"name": "echo", "arguments": {"message": "hello"}},
@@ -216,6 +213,15 @@ fn tool_calls_through_the_proxy_are_governed_on_their_arguments() {
     // completion, and its evidence verifies.
     let token = clearance_of(forwarded[0]);
     spent_completed_and_proven(&server, &enforcer, token, 5);
+}
+
+/// A control plane with the test policies active, an agent and an enforcer (their keys).
+fn governed_plane() -> (Server, String, String) {
+    let server = Server::start();
+    let agent = server.principal("mcp-agent", &["agent"]);
+    let enforcer = server.principal("mcp-runner", &["enforcer"]);
+    server.activate(SCHEMA, POLICIES);
+    (server, agent, enforcer)
 }
 
 /// The clearance a forwarded call carries in its `_meta` (a compact JWS).
@@ -290,10 +296,7 @@ fn trust_flags(server: &Server, dir: &Path) -> Vec<String> {
 #[test]
 fn the_mcp_proxy_fails_closed() {
     let Some(interop) = interop_dir() else { return };
-    let server = Server::start();
-    let agent = server.principal("mcp-agent", &["agent"]);
-    let enforcer = server.principal("mcp-runner", &["enforcer"]);
-    server.activate(SCHEMA, POLICIES);
+    let (server, agent, enforcer) = governed_plane();
     let dir = tempfile::tempdir().unwrap();
     let trust = trust_flags(&server, dir.path());
     let trust: Vec<&str> = trust.iter().map(String::as_str).collect();
@@ -683,10 +686,7 @@ fn the_http_proxy_fails_closed() {
         {"name": "get-sum", "arguments": {"a": 1, "b": 2}},
     ]);
     // The control plane dies mid-session: every call after is refused, none forwarded.
-    let server = Server::start();
-    let agent = server.principal("mcp-agent", &["agent"]);
-    let enforcer = server.principal("mcp-runner", &["enforcer"]);
-    server.activate(SCHEMA, POLICIES);
+    let (server, agent, enforcer) = governed_plane();
     let dir = tempfile::tempdir().unwrap();
     let trust = trust_flags(&server, dir.path());
     let trust: Vec<&str> = trust.iter().map(String::as_str).collect();
@@ -724,10 +724,7 @@ fn the_http_proxy_fails_closed() {
 #[test]
 fn http_agents_in_front_of_a_server_started_per_session() {
     let Some(interop) = interop_dir() else { return };
-    let server = Server::start();
-    let agent = server.principal("mcp-agent", &["agent"]);
-    let enforcer = server.principal("mcp-runner", &["enforcer"]);
-    server.activate(SCHEMA, POLICIES);
+    let (server, agent, enforcer) = governed_plane();
     let dir = tempfile::tempdir().unwrap();
     let tap_log = dir.path().join("upstream.log");
     let everything = interop.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
