@@ -18,7 +18,7 @@ use clearance_model::{Role, Timestamp};
 use crate::engine::{AttestedEnvironment, Caller, EnvironmentCheck};
 use crate::error::CoreError;
 use crate::service::{ControlPlane, entry, require};
-use crate::store::{Attestation, EnvironmentRecord, StoreError};
+use crate::store::{Attestation, ChallengeRefusal, EnvironmentRecord, StoreError};
 
 /// How far an evidence's own time may be from the control plane's clock.
 const MAX_EVIDENCE_SKEW_SECONDS: i64 = 60;
@@ -134,7 +134,7 @@ impl ControlPlane {
             expect: record.expect.clone(),
             labels: record.labels.clone(),
         };
-        self.store.create_environment(&record, now, entry(&event)?).await?;
+        self.store.create_environment(&record, entry(&event, now)?).await?;
         Ok(self.view(record))
     }
 
@@ -154,14 +154,15 @@ impl ControlPlane {
             check_labels(labels)?;
             record.labels = labels.clone();
         }
+        let now = self.clock.now();
         let event = Event::EnvironmentUpdated {
-            time: self.clock.now().seconds(),
+            time: now.seconds(),
             by: caller.id.clone(),
             environment: record.id.clone(),
             expect: record.expect.clone(),
             labels: record.labels.clone(),
         };
-        self.store.update_environment(&record, entry(&event)?).await?;
+        self.store.update_environment(&record, entry(&event, now)?).await?;
         Ok(self.view(record))
     }
 
@@ -205,12 +206,13 @@ impl ControlPlane {
 
     pub async fn release_environment(&self, caller: &Caller, id: &str) -> Result<Quarantined, CoreError> {
         require(caller, &[Role::Admin])?;
+        let now = self.clock.now();
         let event = Event::EnvironmentReleased {
-            time: self.clock.now().seconds(),
+            time: now.seconds(),
             by: caller.id.clone(),
             environment: id.to_owned(),
         };
-        self.store.release_environment(id, entry(&event)?).await?;
+        self.store.release_environment(id, entry(&event, now)?).await?;
         Ok(Quarantined {
             environment: id.to_owned(),
             quarantined: false,
@@ -299,15 +301,15 @@ impl ControlPlane {
         };
         let log_index = match self
             .store
-            .record_attestation(id, &e.challenge, &attestation, entry(&event)?)
+            .record_attestation(id, &e.challenge, &attestation, entry(&event, now)?)
             .await
         {
             Ok(i) => i,
-            Err(StoreError::Conflict(code)) => {
-                let code: &'static str = match code.as_str() {
-                    "challenge_replayed" => "challenge_replayed",
-                    "challenge_expired" => "challenge_expired",
-                    _ => "challenge_unknown",
+            Err(StoreError::Challenge(why)) => {
+                let code: &'static str = match why {
+                    ChallengeRefusal::Replayed => "challenge_replayed",
+                    ChallengeRefusal::Expired => "challenge_expired",
+                    ChallengeRefusal::Unknown => "challenge_unknown",
                 };
                 return Err(refused(code, format!("the challenge is not valid for `{id}` ({code})")));
             }

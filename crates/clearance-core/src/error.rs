@@ -58,7 +58,8 @@ impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
-            StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Exists(what) => Self::Conflict(what),
+            e @ (StoreError::ExecutionState { .. } | StoreError::Challenge(_)) => Self::Conflict(e.to_string()),
             StoreError::Unavailable(why) => Self::StorageUnavailable(why),
         }
     }

@@ -8,13 +8,13 @@ use clearance_model::execution::{
     CompleteRequest, Completed, CompletionStatus, ExecutionState, ExecutionView, Lease, LineageView, RenewRequest,
     RenewResponse, RevocationKind, RevocationList, RevocationRecord, RevokeRequest, Revoked, StartRequest,
 };
-use clearance_model::{ClearanceClaims, ExecutionId, LogIndex, Role, Timestamp};
+use clearance_model::{ClearanceClaims, ExecutionId, LogIndex, PrincipalId, Role, Timestamp};
 use clearance_policy::{EnvironmentFacts, Lineage, PolicyOutcome, PolicyRequest};
 
 use crate::engine::{AttestedEnvironment, Caller, EnvironmentCheck, ParentCheck, ParentFacts};
 use crate::error::CoreError;
 use crate::service::{ControlPlane, entry, require};
-use crate::store::{ExecutionChange, ExecutionRecord, LogAppend, Revocation, StoreError};
+use crate::store::{ExecutionChange, ExecutionRecord, LogAppend, RevocationTx, StoreError};
 
 /// Most revocation records one list call returns.
 pub const MAX_REVOCATIONS_PER_PAGE: u32 = 1000;
@@ -117,11 +117,7 @@ impl ControlPlane {
             by: caller.id.clone(),
             lease_expires: lease_until.seconds(),
         };
-        let change = ExecutionChange::Start {
-            id: id.clone(),
-            now,
-            lease_until,
-        };
+        let change = ExecutionChange::Start { now, lease_until };
         let log_index = self.append_change(id, event, change).await?;
         Ok(lease(id, lease_until, log_index))
     }
@@ -164,7 +160,7 @@ impl ControlPlane {
             // The cascade marks descendants at revocation time; this catches a child
             // recorded in the same instant.
             let why = format!("ancestor execution `{}` was revoked", a.id);
-            self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
+            self.revoke_internal(&caller.id, RevocationKind::Execution, id.as_str(), &why)
                 .await?;
             return Ok(stop("parent_revoked", why));
         }
@@ -183,7 +179,7 @@ impl ControlPlane {
         };
         if let Some((code, why)) = self.still_allowed(&record, environment.as_deref(), now) {
             let why = format!("the active policy no longer allows this execution: {why}");
-            self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
+            self.revoke_internal(&caller.id, RevocationKind::Execution, id.as_str(), &why)
                 .await?;
             return Ok(stop(code, why));
         }
@@ -194,11 +190,7 @@ impl ControlPlane {
             by: caller.id.clone(),
             lease_expires: lease_until.seconds(),
         };
-        let change = ExecutionChange::Renew {
-            id: id.clone(),
-            now,
-            lease_until,
-        };
+        let change = ExecutionChange::Renew { now, lease_until };
         match self.append_change(id, event, change).await {
             Ok(log_index) => Ok(RenewResponse {
                 renewed: true,
@@ -219,7 +211,7 @@ impl ControlPlane {
         code: &'static str,
         why: String,
     ) -> Result<RenewResponse, CoreError> {
-        self.revoke_internal(caller, RevocationKind::Execution, id.as_str(), &why)
+        self.revoke_internal(&caller.id, RevocationKind::Execution, id.as_str(), &why)
             .await?;
         Ok(stop(code, why))
     }
@@ -286,7 +278,7 @@ impl ControlPlane {
             output_digest: req.output_digest,
         };
         let change = ExecutionChange::Complete {
-            id: id.clone(),
+            now,
             state,
             exit_code: req.exit_code,
         };
@@ -309,26 +301,24 @@ impl ControlPlane {
         change: ExecutionChange,
     ) -> Result<LogIndex, CoreError> {
         let append = LogAppend {
-            entry: entry(&event)?,
             execution: Some(id.clone()),
+            ..entry(&event, self.clock.now())?
         };
-        match self.store.append_change(append, change).await {
-            Ok(i) => Ok(i),
-            Err(StoreError::Conflict(state)) => Err(match ExecutionState::parse(&state) {
-                Some(ExecutionState::Started | ExecutionState::Completed | ExecutionState::Failed) => {
-                    refused("replayed", format!("execution `{id}` was already started ({state})"))
+        match self.store.append_change(id, append, change).await {
+            Ok(applied) => Ok(applied.index),
+            Err(StoreError::ExecutionState { found }) => Err(match found {
+                ExecutionState::Started | ExecutionState::Completed | ExecutionState::Failed => {
+                    refused("replayed", format!("execution `{id}` was already started ({found})"))
                 }
-                Some(ExecutionState::Revoked) => refused("execution_revoked", format!("execution `{id}` was revoked")),
-                Some(ExecutionState::Authorized) => refused(
+                ExecutionState::Revoked => refused("execution_revoked", format!("execution `{id}` was revoked")),
+                ExecutionState::Authorized => refused(
                     "execution_expired",
                     format!("the clearance of execution `{id}` has expired"),
                 ),
-                Some(ExecutionState::Expired) | None => {
-                    refused("execution_expired", format!("execution `{id}` is {state}"))
-                }
+                ExecutionState::Expired => refused("execution_expired", format!("execution `{id}` is {found}")),
             }),
-            Err(StoreError::NotFound(what)) => Err(CoreError::NotFound(what)),
             Err(StoreError::Unavailable(why)) => Err(CoreError::AuditUnavailable(why)),
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -361,61 +351,51 @@ impl ControlPlane {
                 "the id to revoke must be 1 to 256 bytes".into(),
             ));
         }
-        let revocations = self.revoke_internal(caller, kind, id, &reason).await?;
+        let revocations = self.revoke_internal(&caller.id, kind, id, &reason).await?;
         Ok(Revoked { revocations })
     }
 
-    async fn revoke_internal(
+    /// Revoke `id` of `kind` and everything it covers, in one transaction. The cascade
+    /// is decided here: which executions a target covers, the reason each one gets, which
+    /// records and log entries are written.
+    pub(crate) async fn revoke_internal(
         &self,
-        caller: &Caller,
+        by: &PrincipalId,
         kind: RevocationKind,
         id: &str,
         reason: &str,
     ) -> Result<Vec<RevocationRecord>, CoreError> {
-        let revocation = Revocation {
-            kind,
-            id: id.to_owned(),
-            by: caller.id.clone(),
-            reason: reason.to_owned(),
-            time: self.clock.now(),
-        };
-        let records = self.store.revoke(&revocation).await.map_err(|e| match e {
-            StoreError::Unavailable(why) => CoreError::AuditUnavailable(why),
-            other => other.into(),
-        })?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin_revocation().await.map_err(audit)?;
+        let records = plan_revocation(tx.as_mut(), by, kind, id, reason, now).await?;
+        tx.commit().await.map_err(audit)?;
         if let Some(last) = records.last() {
-            self.revocations.send_if_modified(|seq| {
-                let newer = last.seq > *seq;
-                if newer {
-                    *seq = last.seq;
-                }
-                newer
-            });
+            self.announce_revocation(last.seq);
         }
         if kind == RevocationKind::SigningKey && id == self.engine.signer().kid() {
-            self.signing_key_revoked
-                .store(true, std::sync::atomic::Ordering::Release);
-            tracing::error!(
-                kid = id,
-                "the clearance signing key was revoked: no clearance will be issued until it is replaced"
-            );
+            self.mark_signing_key_revoked();
         }
         Ok(records)
     }
 
-    /// Wake the revocation streams if storage holds records they have not been told of.
-    pub(crate) async fn announce_revocations(&self) {
-        match self.store.latest_revocation().await {
-            Ok(latest) => {
-                self.revocations.send_if_modified(|seq| {
-                    let newer = latest > *seq;
-                    if newer {
-                        *seq = latest;
-                    }
-                    newer
-                });
+    /// Tell the revocation streams of this node about sequence number `seq`.
+    pub(crate) fn announce_revocation(&self, seq: u64) {
+        self.revocations.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the latest revocation"),
+            newer
+        });
+    }
+
+    pub(crate) fn mark_signing_key_revoked(&self) {
+        let was = self.signing_key_revoked.swap(true, std::sync::atomic::Ordering::AcqRel);
+        if !was {
+            tracing::error!(
+                kid = self.engine.signer().kid(),
+                "the clearance signing key was revoked: no clearance will be issued until it is replaced"
+            );
         }
     }
 
@@ -462,6 +442,127 @@ impl ControlPlane {
             descendants: descendants.into_iter().map(|r| view(r, now)).collect(),
         })
     }
+}
+
+/// Storage failing during a revocation: nothing was revoked and nothing was logged.
+fn audit(e: StoreError) -> CoreError {
+    match e {
+        StoreError::Unavailable(why) => CoreError::AuditUnavailable(why),
+        other => other.into(),
+    }
+}
+
+/// The cascade (DESIGN.md section 4): the target's own record, then every live execution
+/// it covers and their subtrees, each with a record, a state change and a log entry.
+async fn plan_revocation(
+    tx: &mut dyn RevocationTx,
+    by: &PrincipalId,
+    kind: RevocationKind,
+    target: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Vec<RevocationRecord>, CoreError> {
+    let (noun, roots) = match kind {
+        RevocationKind::Execution => {
+            let id: ExecutionId = target
+                .parse()
+                .map_err(|_| CoreError::NotFound(format!("execution `{target}`")))?;
+            if !tx.execution_exists(&id).await.map_err(audit)? {
+                return Err(CoreError::NotFound(format!("execution `{target}`")));
+            }
+            let mut records = Vec::new();
+            revoke_subtree(tx, by, &id, reason, now, &mut records).await?;
+            return Ok(records);
+        }
+        RevocationKind::Principal => {
+            if !tx.revoke_principal(target, now).await.map_err(audit)? {
+                return Err(CoreError::NotFound(format!("principal `{target}`")));
+            }
+            ("principal", tx.executions_of(kind, target).await.map_err(audit)?)
+        }
+        RevocationKind::SigningKey => ("signing key", tx.executions_of(kind, target).await.map_err(audit)?),
+        RevocationKind::Environment => {
+            if !tx.quarantine_environment(target, reason, now).await.map_err(audit)? {
+                return Err(CoreError::NotFound(format!("environment `{target}`")));
+            }
+            ("environment", tx.executions_of(kind, target).await.map_err(audit)?)
+        }
+    };
+    let mut records = Vec::new();
+    // A principal or signing key is recorded once; every quarantine is recorded (a
+    // release and a new quarantine are both news to enforcement points).
+    if kind == RevocationKind::Environment || !tx.has_revocation(kind, target).await.map_err(audit)? {
+        records.push(record(tx, by, kind, target, reason, now).await?);
+    }
+    let cascade = format!("{noun} `{target}` was revoked: {reason}");
+    for root in &roots {
+        revoke_subtree(tx, by, root, &cascade, now, &mut records).await?;
+    }
+    Ok(records)
+}
+
+/// Revoke the live executions under `root` (itself included). The root gets `reason`;
+/// its descendants are told which ancestor was revoked.
+async fn revoke_subtree(
+    tx: &mut dyn RevocationTx,
+    by: &PrincipalId,
+    root: &ExecutionId,
+    reason: &str,
+    now: Timestamp,
+    records: &mut Vec<RevocationRecord>,
+) -> Result<(), CoreError> {
+    for id in tx.live_subtree(root).await.map_err(audit)? {
+        let why = if &id == root {
+            reason.to_owned()
+        } else {
+            format!("ancestor execution `{root}` was revoked: {reason}")
+        };
+        let change = ExecutionChange::Revoke {
+            now,
+            reason: why.clone(),
+        };
+        tx.change(&id, &change).await.map_err(audit)?;
+        records.push(record(tx, by, RevocationKind::Execution, id.as_str(), &why, now).await?);
+    }
+    Ok(())
+}
+
+/// One revocation record and its log entry.
+async fn record(
+    tx: &mut dyn RevocationTx,
+    by: &PrincipalId,
+    kind: RevocationKind,
+    target: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<RevocationRecord, CoreError> {
+    let seq = tx.add_revocation(kind, target, reason, now).await.map_err(audit)?;
+    let record = RevocationRecord {
+        seq,
+        kind,
+        id: target.to_owned(),
+        reason: reason.to_owned(),
+        time: now.seconds(),
+    };
+    let event = Event::Revocation {
+        time: record.time,
+        seq,
+        by: by.clone(),
+        kind,
+        id: record.id.clone(),
+        reason: record.reason.clone(),
+    };
+    let execution = match kind {
+        RevocationKind::Execution => target.parse().ok(),
+        RevocationKind::Principal | RevocationKind::SigningKey | RevocationKind::Environment => None,
+    };
+    tx.append(&[LogAppend {
+        execution,
+        ..entry(&event, now)?
+    }])
+    .await
+    .map_err(audit)?;
+    Ok(record)
 }
 
 fn refused(code: &'static str, message: impl Into<String>) -> CoreError {

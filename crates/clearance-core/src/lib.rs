@@ -20,8 +20,9 @@ pub use executions::MAX_REVOCATIONS_PER_PAGE;
 pub use log::MAX_ENTRIES_PER_PAGE;
 pub use service::{Clock, ControlPlane, PolicyState, Readiness, SystemClock};
 pub use store::{
-    Attestation, EnvironmentRecord, ExecutionChange, ExecutionRecord, KeyRecord, LogAppend, PolicyRecord,
-    PrincipalRecord, Revocation, Store, StoreError, StoredCheckpoint,
+    Applied, Attestation, ChallengeRefusal, ClusterPort, EnvironmentPort, EnvironmentRecord, ExecutionChange,
+    ExecutionPort, ExecutionRecord, ExecutionStatus, KeyRecord, LogAppend, LogPort, PolicyPort, PolicyRecord,
+    PrincipalPort, PrincipalRecord, RevocationTx, SharedChange, Store, StoreError, StoredCheckpoint,
 };
 
 #[cfg(test)]

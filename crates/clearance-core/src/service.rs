@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 
 use clearance_model::event::{DecisionEvent, Event};
-use clearance_model::execution::ExecutionState;
+use clearance_model::execution::{ExecutionState, RevocationKind};
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, CreatePrincipal, IssuedKey, KeyView, PermittedRequest, PermittedResponse,
     PolicyActivated, PolicyBundle, PolicyPushed, PolicyValidated, PolicyView, PrincipalView,
@@ -95,16 +95,7 @@ impl ControlPlane {
     ) -> Result<Self, CoreError> {
         let state = match store.active_policy().await? {
             None => PolicyState::None,
-            Some((version, bundle)) => match CompiledPolicy::compile(&bundle) {
-                Ok(p) => PolicyState::Active(Arc::new(p)),
-                Err(e) => {
-                    tracing::error!(%version, error = %e, "the active policy version does not compile: denying everything");
-                    PolicyState::Broken {
-                        version,
-                        message: e.to_string(),
-                    }
-                }
-            },
+            Some((version, bundle)) => compile_active(version, &bundle),
         };
         let origin = store.meta_or_init("log_origin", default_origin).await?;
         let log_signer = crate::log::log_signer(origin, log_key)?;
@@ -172,7 +163,7 @@ impl ControlPlane {
             principal: admin.clone(),
             roles: vec![Role::Admin],
         };
-        self.store.create_principal(&record, entry(&event)?).await?;
+        self.store.create_principal(&record, entry(&event, now)?).await?;
         let generated = supplied.is_none();
         let key = match supplied {
             Some(k) => k,
@@ -274,8 +265,8 @@ impl ControlPlane {
         // Stage 7: no clearance without its durable log entry; an allow also records the
         // execution it authorizes, in the same commit.
         let append = LogAppend {
-            entry: entry(&event)?,
             execution: Some(execution_id.clone()),
+            ..entry(&event, now)?
         };
         let recorded = match (&verdict.placement, verdict.policy_version, verdict.decision) {
             (Some(placement), Some(policy_version), Decision::Allow) => {
@@ -302,16 +293,25 @@ impl ControlPlane {
                     reason: None,
                 };
                 self.store
-                    .append_change(append, ExecutionChange::Authorize(Box::new(record)))
+                    .append_change(&execution_id, append, ExecutionChange::Authorize(Box::new(record)))
                     .await
             }
-            _ => self.store.append(append).await,
+            _ => self
+                .store
+                .append(append)
+                .await
+                .map(|index| crate::store::Applied { index, parent: None }),
         };
-        let log_index = recorded.map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
-        if verdict.placement.as_ref().is_some_and(|p| p.parent.is_some()) && verdict.decision == Decision::Allow {
-            // A child whose parent was revoked while it was decided is recorded revoked,
-            // with its own revocation record: make sure the streams hear of it.
-            self.announce_revocations().await;
+        let applied = recorded.map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
+        let log_index = applied.index;
+        if applied.parent == Some(ExecutionState::Revoked) {
+            // The parent was revoked after stage 4 checked it: the child is revoked before
+            // its clearance leaves, so it cannot escape the cascade. If that revocation
+            // cannot be recorded, no clearance is returned.
+            let why = "parent execution was revoked while this request was decided";
+            self.revoke_internal(&caller.id, RevocationKind::Execution, execution_id.as_str(), why)
+                .await
+                .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
         }
         let (clearance, expires_at) = if verdict.decision == Decision::Allow {
             let (token, exp) = self
@@ -359,7 +359,7 @@ impl ControlPlane {
             principal: req.id.clone(),
             roles,
         };
-        self.store.create_principal(&record, entry(&event)?).await?;
+        self.store.create_principal(&record, entry(&event, now)?).await?;
         Ok(principal_view(record))
     }
 
@@ -408,7 +408,7 @@ impl ControlPlane {
             principal: principal.clone(),
             key_id: key_id.clone(),
         };
-        self.store.add_key(&record, &key.hash(), entry(&event)?).await?;
+        self.store.add_key(&record, &key.hash(), entry(&event, now)?).await?;
         Ok(key_id)
     }
 
@@ -439,7 +439,7 @@ impl ControlPlane {
             by: caller.id.clone(),
             key_id: key_id.clone(),
         };
-        self.store.revoke_key(key_id, now, entry(&event)?).await?;
+        self.store.revoke_key(key_id, entry(&event, now)?).await?;
         Ok(())
     }
 
@@ -486,7 +486,7 @@ impl ControlPlane {
             by: caller.id.clone(),
             version: *version,
         };
-        let log_index = self.store.activate_policy(version, now, entry(&event)?).await?;
+        let log_index = self.store.activate_policy(version, entry(&event, now)?).await?;
         *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyState::Active(compiled);
         Ok(PolicyActivated {
             version: *version,
@@ -509,8 +509,60 @@ impl ControlPlane {
             .collect())
     }
 
+    /// Bring this node's in-memory copy of deciding state up to what the database holds:
+    /// the latest revocation (announced to this node's revocation streams), whether the
+    /// signing key was revoked, and the active policy version (compiled and swapped in
+    /// when another node activated a new one). Cheap: two indexed reads, and a compile
+    /// only when the version changed.
+    pub async fn sync_shared_state(&self) -> Result<(), CoreError> {
+        let latest = self.store.latest_revocation().await?;
+        if latest > *self.revocations.borrow() {
+            if self
+                .store
+                .is_revoked(RevocationKind::SigningKey, self.engine.signer().kid())
+                .await?
+            {
+                self.mark_signing_key_revoked();
+            }
+            self.announce_revocation(latest);
+        }
+        let stored = self.store.active_policy_version().await?;
+        let current = match self.policy_state() {
+            PolicyState::None => None,
+            PolicyState::Active(p) => Some(p.version()),
+            PolicyState::Broken { version, .. } => Some(version),
+        };
+        if stored != current
+            && let Some((version, bundle)) = self.store.active_policy().await?
+        {
+            let state = compile_active(version, &bundle);
+            tracing::info!(%version, "following the policy version activated on another node");
+            *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        }
+        Ok(())
+    }
+
+    /// Changes other nodes commit, as the store announces them (`None` for a store with
+    /// no other writer, such as SQLite).
+    pub fn shared_changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::store::SharedChange>> {
+        self.store.subscribe()
+    }
+
+    /// Sign a checkpoint if this node holds the checkpointer role (one node at a time
+    /// across a cluster, held through the database). `None` when another node holds it.
+    pub async fn checkpoint_if_leader(&self) -> Result<Option<crate::store::StoredCheckpoint>, CoreError> {
+        if !self.store.hold_checkpointer().await? {
+            return Ok(None);
+        }
+        self.checkpoint().await.map(Some)
+    }
+
     pub async fn readiness(&self) -> Readiness {
-        let storage = self.store.check_writable().await.map_err(|e| e.to_string());
+        let storage = self
+            .store
+            .check_writable(self.clock.now())
+            .await
+            .map_err(|e| e.to_string());
         let policy = match self.policy_state() {
             PolicyState::None => Ok(None),
             PolicyState::Active(p) => Ok(Some(p.version())),
@@ -529,6 +581,20 @@ impl ControlPlane {
     }
 }
 
+/// The state of a stored active version: compiled, or broken (everything denied).
+fn compile_active(version: PolicyVersion, bundle: &PolicyBundle) -> PolicyState {
+    match CompiledPolicy::compile(bundle) {
+        Ok(p) => PolicyState::Active(Arc::new(p)),
+        Err(e) => {
+            tracing::error!(%version, error = %e, "the active policy version does not compile: denying everything");
+            PolicyState::Broken {
+                version,
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
 pub(crate) fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError> {
     match any_of.iter().find(|r| caller.has(**r)) {
         Some(_) => Ok(()),
@@ -538,10 +604,15 @@ pub(crate) fn require(caller: &Caller, any_of: &[Role]) -> Result<(), CoreError>
     }
 }
 
-pub(crate) fn entry(event: &Event) -> Result<Vec<u8>, CoreError> {
-    event
-        .to_entry_bytes()
-        .map_err(|e| CoreError::Internal(format!("log entry: {e}")))
+/// The log entry of an event that happened at `time` (concerning no execution).
+pub(crate) fn entry(event: &Event, time: Timestamp) -> Result<LogAppend, CoreError> {
+    Ok(LogAppend {
+        entry: event
+            .to_entry_bytes()
+            .map_err(|e| CoreError::Internal(format!("log entry: {e}")))?,
+        time,
+        execution: None,
+    })
 }
 
 fn principal_view(p: PrincipalRecord) -> PrincipalView {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clearance_artifact::{ClearanceSigner, SigningKey};
-use clearance_core::{ControlPlane, DecisionEngine, EngineConfig, LogAppend, Store, SystemClock};
+use clearance_core::{ControlPlane, DecisionEngine, EngineConfig, LogAppend, LogPort, SystemClock};
 use clearance_log::NodeId;
 use clearance_store::{SqliteStore, StoreOptions};
 
@@ -49,7 +49,15 @@ async fn main() {
             .map(|i| {
                 let s = store.clone();
                 let entry = format!(r#"{{"n":{}}}"#, appended + i).into_bytes();
-                tokio::spawn(async move { s.append(LogAppend { entry, execution: None }).await.unwrap() })
+                tokio::spawn(async move {
+                    s.append(LogAppend {
+                        entry,
+                        time: clearance_model::Timestamp(0),
+                        execution: None,
+                    })
+                    .await
+                    .unwrap()
+                })
             })
             .collect();
         for h in handles {

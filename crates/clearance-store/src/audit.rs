@@ -1,13 +1,9 @@
 //! `clearance log verify`: recompute the whole tree from the stored entries and check
 //! every stored checkpoint against it. Reads only; trusts nothing the database derived.
 
-use std::path::Path;
-
-use clearance_core::StoreError;
+use clearance_core::{StoreError, StoredCheckpoint};
 use clearance_log::{Checkpoint, MemoryTree, NoteVerifier, leaf_hash};
-use sqlx::Row as _;
 
-use crate::SqliteStore;
 use crate::sequencer::unavailable;
 
 /// What `verify_log` found.
@@ -28,43 +24,76 @@ pub struct Divergence {
     pub reason: String,
 }
 
-const PAGE: i64 = 10_000;
+const PAGE: u64 = 10_000;
+
+/// A read-only view of a log in either backend, for `clearance log verify`.
+#[derive(Debug, Clone)]
+pub enum LogReader {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl LogReader {
+    async fn entries(&self, start: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                crate::sqlite::imp::entries_with_leaves(&mut conn, start, limit).await
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                crate::postgres::imp::entries_with_leaves(&mut conn, start, limit).await
+            }
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                crate::sqlite::imp::all_checkpoints(&mut conn).await
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                crate::postgres::imp::all_checkpoints(&mut conn).await
+            }
+        }
+    }
+
+    /// The log origin fixed at first start.
+    pub async fn origin(&self) -> Result<String, StoreError> {
+        let found = match self {
+            Self::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                crate::sqlite::imp::meta(&mut conn, "log_origin").await?
+            }
+            Self::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                crate::postgres::imp::meta(&mut conn, "log_origin").await?
+            }
+        };
+        found.ok_or_else(|| StoreError::NotFound("the log origin".into()))
+    }
+}
 
 /// Walk every entry in index order, then check every stored checkpoint.
 pub async fn verify_log(
-    db: &Path,
+    log: &LogReader,
     verifier: &NoteVerifier,
     mut progress: impl FnMut(u64),
 ) -> Result<LogReport, StoreError> {
-    let pool = SqliteStore::open_read_only(db).await?;
     // Checkpoints first: the entries read afterwards can only have grown, so a running
     // server signing a new checkpoint meanwhile cannot look like truncation.
-    let checkpoints: Vec<(i64, Vec<u8>, String)> =
-        sqlx::query_as("SELECT size, root, note FROM checkpoints ORDER BY size")
-            .fetch_all(&pool)
-            .await
-            .map_err(unavailable)?;
+    let checkpoints = log.checkpoints().await?;
     let mut tree = MemoryTree::default();
     let mut divergence = None;
-    let mut next: i64 = 0;
+    let mut next: u64 = 0;
     'pages: loop {
-        let rows = sqlx::query(
-            "SELECT e.idx, e.entry, n.hash FROM log_entries e \
-             LEFT JOIN log_nodes n ON n.level = 0 AND n.idx = e.idx \
-             WHERE e.idx >= ? ORDER BY e.idx LIMIT ?",
-        )
-        .bind(next)
-        .bind(PAGE)
-        .fetch_all(&pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = log.entries(next, PAGE).await?;
         if rows.is_empty() {
             break;
         }
-        for row in &rows {
-            let idx: i64 = row.try_get(0).map_err(unavailable)?;
-            let entry: Vec<u8> = row.try_get(1).map_err(unavailable)?;
-            let stored: Option<Vec<u8>> = row.try_get(2).map_err(unavailable)?;
+        for (idx, entry, stored) in rows {
             let expected = tree.size();
             if idx != next {
                 divergence = Some(Divergence {
@@ -89,8 +118,8 @@ pub async fn verify_log(
     }
 
     let mut last_good = 0u64;
-    for (size, root, note) in &checkpoints {
-        let size = u64::try_from(*size).map_err(|_| StoreError::Unavailable("negative checkpoint size".into()))?;
+    for StoredCheckpoint { size, root, note } in &checkpoints {
+        let size = *size;
         let fail = |reason: String| Divergence {
             first_index: last_good,
             last_index: Some(size),
@@ -126,13 +155,4 @@ pub async fn verify_log(
         checkpoints: checkpoints.len(),
         divergence,
     })
-}
-
-/// The log origin fixed at first start.
-pub async fn log_origin(pool: &sqlx::SqlitePool) -> Result<String, StoreError> {
-    sqlx::query_scalar("SELECT value FROM meta WHERE key = 'log_origin'")
-        .fetch_optional(pool)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| StoreError::NotFound("the log origin".into()))
 }

@@ -1,12 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 mod audit;
-mod environments;
-mod executions;
+mod postgres;
 mod sequencer;
+mod sql;
 mod sqlite;
 
-pub use audit::{Divergence, LogReport, log_origin, verify_log};
+pub use audit::{Divergence, LogReader, LogReport, verify_log};
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteStore, StoreOptions};
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clearance_artifact::ClearanceSigner;
 use clearance_core::{
-    ApiKey, ControlPlane, CoreError, DecisionEngine, EngineConfig, LogAppend, Store, StoreError, SystemClock,
+    ApiKey, ClusterPort, ControlPlane, CoreError, DecisionEngine, EngineConfig, LogAppend, LogPort, StoreError,
+    SystemClock,
 };
 use clearance_model::wire::{AuthorizeRequest, CreatePrincipal, PolicyBundle};
-use clearance_model::{Decision, DenyReason, LogIndex, Role};
+use clearance_model::{Decision, DenyReason, Role, Timestamp};
 use serde_json::json;
 use sqlx::Connection as _;
 
@@ -138,33 +138,6 @@ async fn bootstrap_keys_and_policy_survive_reopen() {
 }
 
 #[tokio::test]
-async fn concurrent_appends_get_distinct_gapless_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("c.db"), options()).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..300u32 {
-        let s = store.clone();
-        tasks.push(tokio::spawn(async move {
-            s.append(LogAppend {
-                entry: format!("{{\"n\":{i}}}").into_bytes(),
-                execution: None,
-            })
-            .await
-        }));
-    }
-    let mut seen = BTreeSet::new();
-    for t in tasks {
-        seen.insert(t.await.unwrap().unwrap());
-    }
-    assert_eq!(seen, (0..300).map(LogIndex).collect());
-    let entries = store.log_entries(0, 1000).await.unwrap();
-    assert_eq!(entries.len(), 300);
-    // Each stored entry is the one its caller was given the index for.
-    let bodies: BTreeSet<Vec<u8>> = entries.into_iter().map(|(_, e)| e).collect();
-    assert_eq!(bodies.len(), 300);
-}
-
-#[tokio::test]
 async fn log_rows_cannot_be_changed_or_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
@@ -172,6 +145,7 @@ async fn log_rows_cannot_be_changed_or_deleted() {
     store
         .append(LogAppend {
             entry: b"{}".to_vec(),
+            time: Timestamp(0),
             execution: None,
         })
         .await
@@ -225,7 +199,10 @@ async fn locked_database_means_audit_unavailable_then_recovers() {
     sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
     let result = cp.authorize(&bot, &refund(10)).await;
     assert!(matches!(result, Err(CoreError::AuditUnavailable(_))), "{result:?}");
-    assert!(matches!(store.check_writable().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.check_writable(Timestamp(0)).await,
+        Err(StoreError::Unavailable(_))
+    ));
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
 
     let ok = cp.authorize(&bot, &refund(10)).await.unwrap();
@@ -233,5 +210,5 @@ async fn locked_database_means_audit_unavailable_then_recovers() {
     assert!(ok.clearance.is_some());
     let deny = cp.authorize(&bot, &refund(10_000)).await.unwrap();
     assert_eq!(deny.reasons, vec![DenyReason::PolicyDenied]);
-    assert!(store.check_writable().await.is_ok());
+    assert!(store.check_writable(Timestamp(0)).await.is_ok());
 }

@@ -35,8 +35,15 @@ pub(crate) enum Command {
         /// Data directory of the control plane.
         #[arg(long, env = "CLEARANCE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
+        /// Read the log from this PostgreSQL database instead of the data directory's
+        /// SQLite file (`postgres://user@host/db`); nothing is written.
+        #[arg(long, env = "CLEARANCE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// With --database: the schema the control plane keeps its tables in.
+        #[arg(long, env = "CLEARANCE_DATABASE_SCHEMA", requires = "database")]
+        schema: Option<String>,
         /// The log's verifier key, if you hold it from elsewhere [default: derived from
-        /// the data directory's log key].
+        /// the data directory's log key and the stored origin].
         #[arg(long)]
         log_key: Option<String>,
         /// Print JSON instead of text.
@@ -82,23 +89,39 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
         }
         Command::Verify {
             data_dir,
+            database,
+            schema,
             log_key,
             json,
-        } => verify(&data_dir, log_key.as_deref(), json).await,
+        } => {
+            let log = match &database {
+                Some(url) => clearance_store::PgStore::open_read_only(url, schema.as_deref()).await,
+                None => {
+                    let db = data_dir.join("clearance.db");
+                    if !db.exists() {
+                        return Err(Failure::Error(anyhow::anyhow!("no database at `{}`", db.display())));
+                    }
+                    clearance_store::SqliteStore::open_read_only(&db).await
+                }
+            }
+            .map_err(|e| Failure::Error(e.into()))?;
+            verify(&log, &data_dir, log_key.as_deref(), json).await
+        }
     }
 }
 
-async fn verify(data_dir: &std::path::Path, log_key: Option<&str>, json: bool) -> Result<(), Failure> {
-    let db = data_dir.join("clearance.db");
-    if !db.exists() {
-        return Err(Failure::Error(anyhow::anyhow!("no database at `{}`", db.display())));
-    }
+async fn verify(
+    log: &clearance_store::LogReader,
+    data_dir: &std::path::Path,
+    log_key: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
     let verifier = match log_key {
         Some(k) => NoteVerifier::parse(k).context("--log-key")?,
-        None => derive_verifier(data_dir).await?,
+        None => derive_verifier(log, data_dir).await?,
     };
     let started = Instant::now();
-    let report = clearance_store::verify_log(&db, &verifier, |n| {
+    let report = clearance_store::verify_log(log, &verifier, |n| {
         if !json && n % 100_000 == 0 {
             eprintln!("  {n} entries read");
         }
@@ -142,14 +165,12 @@ async fn verify(data_dir: &std::path::Path, log_key: Option<&str>, json: bool) -
 }
 
 /// The verifier key from the data directory's log key and the stored origin.
-async fn derive_verifier(data_dir: &std::path::Path) -> Result<NoteVerifier, Failure> {
+async fn derive_verifier(
+    log: &clearance_store::LogReader,
+    data_dir: &std::path::Path,
+) -> Result<NoteVerifier, Failure> {
     let key = clearance_artifact::load_key(&data_dir.join(LOG_KEY_FILE)).map_err(|e| Failure::Error(e.into()))?;
-    let pool = clearance_store::SqliteStore::open_read_only(&data_dir.join("clearance.db"))
-        .await
-        .map_err(|e| Failure::Error(e.into()))?;
-    let origin: String = clearance_store::log_origin(&pool)
-        .await
-        .map_err(|e| Failure::Error(e.into()))?;
+    let origin: String = log.origin().await.map_err(|e| Failure::Error(e.into()))?;
     let signer = clearance_log::NoteSigner::new(origin, key).context("the stored log origin")?;
     Ok(signer.verifier())
 }

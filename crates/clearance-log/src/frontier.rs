@@ -1,0 +1,109 @@
+//! Appending to a stored tree without reading it back node by node: the right edge of a
+//! tree of `size` leaves (its "frontier", one perfect subtree per set bit of `size`) is all
+//! that new leaves ever combine with (RFC 6962 section 2.1 tree shape). A store fetches the
+//! frontier once per batch, and [`append_nodes`] computes every node the batch completes.
+
+use std::collections::HashMap;
+
+use crate::hash::{Hash, NodeId, node_hash};
+
+/// The perfect subtrees on the right edge of a tree of `size` leaves, highest first: the
+/// only stored nodes that leaves appended at `size` and after can combine with.
+pub fn frontier(size: u64) -> Vec<NodeId> {
+    (0..64u32)
+        .rev()
+        .filter(|level| size >> level & 1 == 1)
+        .map(|level| NodeId {
+            level,
+            index: (size >> level) - 1,
+        })
+        .collect()
+}
+
+/// Every node (leaves included) that appending `leaves` at index `size` completes, in the
+/// order they complete. `frontier` must hold the hashes of [`frontier`]`(size)`; a missing
+/// one is returned as the error.
+pub fn append_nodes(
+    size: u64,
+    frontier: &HashMap<NodeId, Hash>,
+    leaves: &[Hash],
+) -> Result<Vec<(NodeId, Hash)>, NodeId> {
+    let mut edge: HashMap<NodeId, Hash> = frontier.clone();
+    let mut out = Vec::with_capacity(leaves.len() * 2);
+    for (i, leaf) in leaves.iter().enumerate() {
+        let mut id = NodeId {
+            level: 0,
+            index: size + i as u64,
+        };
+        let mut hash = *leaf;
+        out.push((id, hash));
+        while id.index & 1 == 1 {
+            let left_id = NodeId {
+                level: id.level,
+                index: id.index - 1,
+            };
+            let left = edge.remove(&left_id).ok_or(left_id)?;
+            hash = node_hash(&left, &hash);
+            id = NodeId {
+                level: id.level + 1,
+                index: id.index >> 1,
+            };
+            out.push((id, hash));
+        }
+        edge.insert(id, hash);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::{MemoryTree, NodeSource, leaf_hash};
+
+    /// Against the in-memory tree: any split of the leaves into batches gives the same
+    /// nodes as pushing them one by one.
+    #[test]
+    fn batches_complete_the_same_nodes_as_the_memory_tree() {
+        for total in [0u64, 1, 2, 3, 7, 8, 9, 31, 64, 100] {
+            for batch in [1usize, 2, 3, 5, 16, 200] {
+                let leaves: Vec<Hash> = (0..total).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+                let mut stored: HashMap<NodeId, Hash> = HashMap::new();
+                let mut size = 0u64;
+                for chunk in leaves.chunks(batch) {
+                    let edge: HashMap<NodeId, Hash> = frontier(size)
+                        .into_iter()
+                        .map(|id| (id, *stored.get(&id).expect("frontier node stored")))
+                        .collect();
+                    for (id, h) in append_nodes(size, &edge, chunk).expect("complete frontier") {
+                        assert!(stored.insert(id, h).is_none(), "node {id:?} completed twice");
+                    }
+                    size += chunk.len() as u64;
+                }
+                let mut tree = MemoryTree::default();
+                leaves.iter().for_each(|l| tree.push(*l));
+                for (id, h) in &stored {
+                    assert_eq!(
+                        tree.node(*id).ok(),
+                        Some(*h),
+                        "node {id:?} at total {total} batch {batch}"
+                    );
+                }
+                assert_eq!(stored.len() as u64, 2 * total - u64::from(total.count_ones()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_frontier_node_is_named() {
+        let leaf = leaf_hash(b"x");
+        assert_eq!(
+            append_nodes(1, &HashMap::new(), &[leaf]),
+            Err(NodeId { level: 0, index: 0 })
+        );
+        assert_eq!(
+            frontier(6),
+            vec![NodeId { level: 2, index: 0 }, NodeId { level: 1, index: 2 }]
+        );
+        assert!(frontier(0).is_empty());
+    }
+}
