@@ -8,9 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use clearance_artifact::ClearanceSigner;
-use clearance_core::{ApiKey, ControlPlane, DecisionEngine, EngineConfig, SystemClock};
+use clearance_core::{ApiKey, ControlPlane, DecisionEngine, EngineConfig, Store, SystemClock};
 use clearance_model::limits::{DEFAULT_MAX_TTL_SECONDS, DEFAULT_TTL_SECONDS};
-use clearance_store::{SqliteStore, StoreOptions};
+use clearance_store::{PgOptions, PgStore, SqliteStore, StoreOptions};
 use serde::Deserialize;
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "./clearance-data";
@@ -25,7 +25,8 @@ pub(crate) struct ServerArgs {
     /// Data directory: signing key and database. Created on first start.
     #[arg(long, env = "CLEARANCE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML config file (keys: data_dir, listen, origin, default_ttl_seconds, max_ttl_seconds,
+    /// TOML config file (keys: data_dir, database, database_schema, listen, origin,
+    /// default_ttl_seconds, max_ttl_seconds,
     /// lease_seconds, max_lineage_depth, require_environment, attestation_freshness_seconds,
     /// challenge_ttl_seconds, log_origin, checkpoint_interval_ms, log_max_batch).
     #[arg(long, env = "CLEARANCE_CONFIG")]
@@ -33,6 +34,16 @@ pub(crate) struct ServerArgs {
     /// The control plane's identity, the `iss` of every clearance [default: http://LISTEN].
     #[arg(long, env = "CLEARANCE_ORIGIN")]
     pub origin: Option<String>,
+    /// Keep state in this PostgreSQL database instead of the data directory's SQLite file
+    /// (`postgres://user@host:5432/db`). Any number of nodes may share it; each needs the
+    /// same signing and log keys (copy `signing-key.pem` and `log-key.pem` into every
+    /// node's data directory) and the same --origin.
+    #[arg(long, env = "CLEARANCE_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// With --database: keep the tables in this schema (created if missing) rather than
+    /// the connection's default one.
+    #[arg(long, env = "CLEARANCE_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
     /// Use this key as the first admin key instead of generating one (for automation).
     /// Must look like `clr_` followed by at least 22 base64url characters.
     #[arg(long, env = "CLEARANCE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
@@ -54,6 +65,8 @@ pub(crate) struct ServerArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    database: Option<String>,
+    database_schema: Option<String>,
     listen: Option<String>,
     origin: Option<String>,
     default_ttl_seconds: Option<u64>,
@@ -71,6 +84,9 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
     pub data_dir: PathBuf,
+    /// PostgreSQL URL; `None` is the data directory's SQLite file.
+    pub database: Option<String>,
+    pub database_schema: Option<String>,
     pub listen: String,
     pub origin: Option<String>,
     pub default_ttl_seconds: u64,
@@ -129,7 +145,16 @@ impl ServerConfig {
             (1..=86_400).contains(&attestation_freshness_seconds),
             "attestation_freshness_seconds ({attestation_freshness_seconds}) must be between 1 and 86400"
         );
+        let database = args.database.clone().or(file.database);
+        let origin = args.origin.clone().or(file.origin);
+        anyhow::ensure!(
+            database.is_none() || origin.is_some(),
+            "with --database, give --origin (or `origin` in the config file): every node of a cluster signs \
+             clearances as the same issuer, such as the URL clients reach the cluster at"
+        );
         Ok(Self {
+            database,
+            database_schema: args.database_schema.clone().or(file.database_schema),
             lease_seconds,
             max_lineage_depth,
             require_environment: args.require_environment.or(file.require_environment).unwrap_or(true),
@@ -147,7 +172,7 @@ impl ServerConfig {
                 .map(str::to_owned)
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-            origin: args.origin.clone().or(file.origin),
+            origin,
             default_ttl_seconds,
             max_ttl_seconds,
             log_origin: file.log_origin,
@@ -194,7 +219,19 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
         max_batch: config.log_max_batch,
         ..StoreOptions::default()
     };
-    let store = SqliteStore::open(&config.data_dir.join(DB_FILE), options).await?;
+    let store: Arc<dyn Store> = match &config.database {
+        Some(url) => {
+            let pg = PgOptions {
+                store: options,
+                schema: config.database_schema.clone(),
+            };
+            Arc::new(PgStore::connect(url, pg).await?)
+        }
+        None => Arc::new(SqliteStore::open(&config.data_dir.join(DB_FILE), options).await?),
+    };
+    if config.database.is_some() {
+        same_as_the_cluster(store.as_ref(), &signer, &log_key, &issuer).await?;
+    }
     let engine = DecisionEngine::new(
         signer,
         EngineConfig {
@@ -208,13 +245,42 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             challenge_ttl_seconds: config.challenge_ttl_seconds,
         },
     );
-    let plane = ControlPlane::new(Arc::new(store), engine, log_key, &default_origin, Arc::new(SystemClock)).await?;
+    let plane = ControlPlane::new(store, engine, log_key, &default_origin, Arc::new(SystemClock)).await?;
     let new_admin_key = plane.bootstrap(supplied).await?;
     Ok(Opened {
         plane,
         new_admin_key,
         key_created,
     })
+}
+
+/// Nodes sharing a database must sign as one: the first node fixes the signing key, the
+/// log key and the issuer in the database; a node with others refuses to start.
+async fn same_as_the_cluster(
+    store: &dyn Store,
+    signer: &ClearanceSigner,
+    log_key: &clearance_artifact::SigningKey,
+    issuer: &str,
+) -> anyhow::Result<()> {
+    let log_public = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        log_key.verifying_key().as_bytes(),
+    );
+    let checks = [
+        ("signing_kid", signer.kid().to_owned(), "signing key (signing-key.pem)"),
+        ("log_public_key", log_public, "log key (log-key.pem)"),
+        ("issuer", issuer.to_owned(), "origin (--origin)"),
+    ];
+    for (setting, mine, what) in checks {
+        let cluster = store.meta_or_init(setting, &mine).await?;
+        anyhow::ensure!(
+            cluster == mine,
+            "this node's {what} differs from the one the other nodes of this database use \
+             (`{mine}` here, `{cluster}` there): every node needs the same keys and origin; copy \
+             signing-key.pem and log-key.pem from an existing node's data directory"
+        );
+    }
+    Ok(())
 }
 
 /// `http://host:port/` becomes `host:port/log`: a schema-less URL, as the C2SP

@@ -163,7 +163,12 @@ impl ControlPlane {
             principal: admin.clone(),
             roles: vec![Role::Admin],
         };
-        self.store.create_principal(&record, entry(&event, now)?).await?;
+        match self.store.create_principal(&record, entry(&event, now)?).await {
+            Ok(_) => {}
+            // Another node sharing the database bootstrapped first.
+            Err(crate::store::StoreError::Exists(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
         let generated = supplied.is_none();
         let key = match supplied {
             Some(k) => k,

@@ -104,17 +104,47 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-/// Sign a checkpoint every `every` while the log grows. Failures are logged and retried;
-/// they never stop the decision path (which does not depend on checkpoints).
+/// Sign a checkpoint every `every` while the log grows, when this node holds the
+/// checkpointer role (always, on SQLite; one node at a time on a shared database).
+/// Failures are logged and retried; they never stop the decision path (which does not
+/// depend on checkpoints).
 pub fn spawn_checkpointer(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = state.plane().checkpoint().await {
+            if let Err(e) = state.plane().checkpoint_if_leader().await {
                 tracing::error!(error = %e, "checkpoint failed");
             }
         }
     })
+}
+
+/// How often a node of a cluster re-reads shared deciding state even when no change was
+/// announced: the bound on how late a lost notification makes it.
+pub const SHARED_STATE_POLL: Duration = Duration::from_millis(250);
+
+/// On a database other nodes write to, keep this node's in-memory state (revocations
+/// announced to its streams, the signing key's revocation, the active policy) in step
+/// with theirs: at once when a change is announced, and every [`SHARED_STATE_POLL`]
+/// regardless. Nothing to do (and no task) on a store with no other writer.
+pub fn spawn_shared_state_follower(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let mut changes = state.plane().shared_changes()?;
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                heard = changes.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = heard {
+                        tracing::error!("change notifications stopped; following by polling only");
+                        changes = tokio::sync::broadcast::channel(1).1;
+                    }
+                }
+                () = tokio::time::sleep(SHARED_STATE_POLL) => {}
+            }
+            if let Err(e) = state.plane().sync_shared_state().await {
+                tracing::warn!(error = %e, "could not read shared state; retrying");
+            }
+        }
+    }))
 }

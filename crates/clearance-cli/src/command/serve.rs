@@ -38,7 +38,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let kid = opened.plane.engine().signer().kid().to_owned();
     let state = AppState::new(opened.plane);
     clearance_server::spawn_checkpointer(state.clone(), config.checkpoint_interval);
-    tracing::info!(%issuer, %kid, data_dir = %config.data_dir.display(), "control plane ready");
+    clearance_server::spawn_shared_state_follower(state.clone());
+    let storage = match &config.database {
+        Some(_) => "postgresql",
+        None => "sqlite",
+    };
+    tracing::info!(%issuer, %kid, storage, data_dir = %config.data_dir.display(), "control plane ready");
     // A stable line for people and scripts (tests read the port from it).
     eprintln!("clearance: listening on http://{bound}");
     clearance_server::serve(listener, state, shutdown())

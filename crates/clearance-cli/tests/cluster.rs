@@ -1,0 +1,458 @@
+//! Three real `clearance serve` nodes on one PostgreSQL database: agents spread over them,
+//! the checkpointer killed mid-load and then a second node, and afterwards one log with
+//! every answered clearance provable, single use, revocation and policy across nodes.
+//!
+//! Needs PostgreSQL (`CLEARANCE_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`); without one it says it skipped, except
+//! under CI (`CI` set), where it fails.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "end-to-end tests: a failure must abort loudly"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clearance_log::{Checkpoint, NoteVerifier, leaf_hash, verify_consistency, verify_inclusion};
+use common::{ADMIN_KEY, BIN, Server};
+use serde_json::{Value, json};
+
+const ORIGIN: &str = "http://cluster.test";
+const LEASE: &str = "3";
+
+const SCHEMA: &str = r#"
+entity Agent;
+entity Command;
+entity Tool;
+action refund appliesTo { principal: Agent, resource: Tool, context: { arguments: { amount: Long } } };
+action exec appliesTo {
+    principal: Agent, resource: Command,
+    context: { arguments: { argv: Set<String>, cwd: String } }
+};
+action orchestrate appliesTo { principal: Agent, resource: Tool };
+"#;
+
+const POLICIES: &str = r#"
+@id("refunds") permit (principal, action == Action::"refund", resource) when { context.arguments.amount <= 500 };
+@id("shell") permit (principal, action == Action::"exec", resource) when { resource == Command::"sh" };
+@id("orchestrate") permit (principal, action == Action::"orchestrate", resource);
+"#;
+
+struct Cluster {
+    url: String,
+    schema: String,
+    dirs: Vec<PathBuf>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Node `i` (0, 1 or 2), started on its own data directory with the shared keys.
+    fn node(&self, i: usize) -> Server {
+        let dir = self.dirs[i].as_path();
+        Server::start_in(
+            dir,
+            &[
+                "--database",
+                &self.url,
+                "--database-schema",
+                &self.schema,
+                "--origin",
+                ORIGIN,
+                "--lease-seconds",
+                LEASE,
+            ],
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &self.url,
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The database, or `None` (said on stderr) outside CI when there is none.
+fn cluster() -> Option<Cluster> {
+    let url = std::env::var("CLEARANCE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let reachable = std::net::TcpStream::connect_timeout(
+        &url.rsplit_once('@')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|hp| std::net::ToSocketAddrs::to_socket_addrs(hp).ok()?.next())
+            .unwrap_or_else(|| "127.0.0.1:5432".parse().unwrap()),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL is required under CI: {url}"
+        );
+        eprintln!("skipped: the cluster test needs PostgreSQL at {url}");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = (0..3).map(|i| tmp.path().join(format!("node{i}"))).collect();
+    let schema = format!("cluster_{}", std::process::id());
+    Some(Cluster {
+        url,
+        schema,
+        dirs,
+        _tmp: tmp,
+    })
+}
+
+/// Give every node the first node's signing and log keys.
+fn share_keys(from: &Path, to: &[PathBuf]) {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    for dir in to {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .unwrap();
+        for key in ["signing-key.pem", "log-key.pem"] {
+            std::fs::copy(from.join(key), dir.join(key)).unwrap();
+            std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+fn decode(list: &Value) -> Vec<Vec<u8>> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn three_nodes_on_one_database_keep_one_truth() {
+    let Some(c) = cluster() else { return };
+    let first = c.node(0);
+    share_keys(&c.dirs[0], &c.dirs[1..]);
+    let mut nodes = vec![Some(first), Some(c.node(1)), Some(c.node(2))];
+    let node = |nodes: &[Option<Server>], i: usize| -> String { nodes[i].as_ref().unwrap().url.clone() };
+    let n0 = nodes[0].as_ref().unwrap();
+    let bot = n0.principal("bot", &["agent"]);
+    let runner = n0.principal("runner", &["enforcer"]);
+
+    // Every node publishes the same keys.
+    let jwks: Vec<Value> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().call("GET", "/.well-known/jwks.json", None, None).1)
+        .collect();
+    assert!(jwks.windows(2).all(|w| w[0] == w[1]), "{jwks:?}");
+
+    // A policy activated on node 1 governs nodes 0 and 2 within a second.
+    let version = nodes[1].as_ref().unwrap().activate(SCHEMA, POLICIES);
+    for i in [0, 2] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let (_, r) = nodes[i].as_ref().unwrap().post(
+                "/v1/authorize",
+                Some(&bot),
+                &json!({"action": "refund", "resource": {"type": "Tool", "id": "t"}, "arguments": {"amount": 7}}),
+            );
+            if r["policy_version"] == version.as_str() {
+                assert_eq!(r["decision"], "allow", "{r}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} still decides with {}",
+                r["policy_version"]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // Load over all three nodes; a client whose node fails carries on with the next.
+    let urls: Vec<String> = (0..3).map(|i| node(&nodes, i)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut threads = Vec::new();
+    for client in 0..6usize {
+        let (urls, bot, stop, answered) = (urls.clone(), bot.clone(), Arc::clone(&stop), Arc::clone(&answered));
+        threads.push(std::thread::spawn(move || {
+            let http = http();
+            let mut n = client;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let body = json!({"action": "refund", "resource": {"type": "Tool", "id": "t"},
+                                  "arguments": {"amount": n % 400}});
+                let Ok(res) = http
+                    .post(format!("{}/v1/authorize", urls[n % 3]))
+                    .bearer_auth(&bot)
+                    .json(&body)
+                    .send()
+                else {
+                    continue;
+                };
+                let Ok(v) = res.json::<Value>() else { continue };
+                if v["clearance"].is_string() {
+                    answered.lock().unwrap().push((
+                        v["log_index"].as_u64().unwrap(),
+                        v["execution_id"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }));
+    }
+    {
+        let (urls, stop, notes) = (urls.clone(), Arc::clone(&stop), Arc::clone(&notes));
+        threads.push(std::thread::spawn(move || {
+            let http = http();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                if let Ok(r) = http.get(format!("{}/v1/log/checkpoint", urls[i % 3])).send()
+                    && r.status().is_success()
+                    && let Ok(t) = r.text()
+                {
+                    notes.lock().unwrap().push(t);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+    let (_, vkey) = nodes[0]
+        .as_ref()
+        .unwrap()
+        .call("GET", "/v1/log/verifier-key", None, None);
+    let verifier = NoteVerifier::parse(vkey.as_str().unwrap().trim()).unwrap();
+    let size_of = |url: &str| -> u64 {
+        let note = http()
+            .get(format!("{url}/v1/log/checkpoint"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        Checkpoint::open(&note, &verifier).unwrap().size
+    };
+
+    // Kill the checkpointer, then a second node; the survivor signs on within 5 s.
+    std::thread::sleep(Duration::from_millis(800));
+    for round in 0..2 {
+        let leader = (0..3)
+            .find(|i| {
+                nodes[*i]
+                    .as_ref()
+                    .is_some_and(|n| n.logs().contains("holds the checkpointer role"))
+            })
+            .unwrap_or_else(|| (0..3).find(|i| nodes[*i].is_some()).unwrap());
+        let killed = nodes[leader].take().unwrap();
+        let _ = Command::new("kill").args(["-KILL", &killed.pid().to_string()]).status();
+        drop(killed);
+        let survivor = (0..3).find(|i| nodes[*i].is_some()).unwrap();
+        let url = node(&nodes, survivor);
+        let before = size_of(&url);
+        let killed_at = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if size_of(&url) > before {
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(5),
+                "round {round}: no checkpoint after the kill"
+            );
+        }
+        eprintln!(
+            "round {round}: killed node {leader}; node {survivor} signed after {:?}",
+            killed_at.elapsed()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+
+    // Bring the killed nodes back: they rejoin the same log.
+    for (i, slot) in nodes.iter_mut().enumerate() {
+        if slot.is_none() {
+            *slot = Some(c.node(i));
+        }
+    }
+    let n0 = nodes[0].as_ref().unwrap();
+    let (_, final_note) = n0.call("POST", "/v1/log/checkpoint", Some(ADMIN_KEY), None);
+    let last = Checkpoint::open(final_note.as_str().unwrap(), &verifier).unwrap();
+
+    // Every answered clearance is in the log at its index, with a valid inclusion proof.
+    let answered = answered.lock().unwrap().clone();
+    assert!(
+        answered.len() > 50,
+        "too little load to mean anything: {}",
+        answered.len()
+    );
+    let mut indexes: Vec<u64> = answered.iter().map(|a| a.0).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), answered.len(), "two answers share a log index");
+    for (k, (index, id)) in answered.iter().enumerate() {
+        let via = &nodes[k % 3].as_ref().unwrap();
+        let (_, page) = via.call(
+            "GET",
+            &format!("/v1/log/entries?start={index}&end={}", index + 1),
+            Some(ADMIN_KEY),
+            None,
+        );
+        let entry = STANDARD.decode(page["entries"][0]["entry"].as_str().unwrap()).unwrap();
+        let event: Value = serde_json::from_slice(&entry).unwrap();
+        assert_eq!(event["execution_id"].as_str(), Some(id.as_str()), "entry {index}");
+        let (_, p) = via.call(
+            "GET",
+            &format!("/v1/log/proof/inclusion?index={index}&size={}", last.size),
+            None,
+            None,
+        );
+        verify_inclusion(*index, last.size, &leaf_hash(&entry), &decode(&p["proof"]), &last.root).unwrap();
+    }
+
+    // Every checkpoint any client saw, from any node, is consistent with the final one.
+    let notes = notes.lock().unwrap().clone();
+    assert!(!notes.is_empty());
+    for note in &notes {
+        let cp = Checkpoint::open(note, &verifier).unwrap();
+        if cp.size == 0 || cp.size == last.size {
+            continue;
+        }
+        let (_, proof) = n0.call(
+            "GET",
+            &format!("/v1/log/proof/consistency?from={}&to={}", cp.size, last.size),
+            None,
+            None,
+        );
+        verify_consistency(cp.size, last.size, &cp.root, &last.root, &decode(&proof["proof"])).unwrap();
+    }
+    let verify = Command::new(BIN)
+        .args([
+            "log",
+            "verify",
+            "--database",
+            &c.url,
+            "--schema",
+            &c.schema,
+            "--data-dir",
+        ])
+        .arg(&c.dirs[0])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    eprintln!(
+        "{} answered clearances and {} checkpoints checked against size {}",
+        answered.len(),
+        notes.len(),
+        last.size
+    );
+
+    // Single use across nodes: started on node 1, replayed on nodes 2 and 0.
+    let (_, allowed) = nodes[0].as_ref().unwrap().post(
+        "/v1/authorize",
+        Some(&bot),
+        &json!({"action": "orchestrate", "resource": {"type": "Tool", "id": "fleet"}}),
+    );
+    let (id, token) = (
+        allowed["execution_id"].as_str().unwrap(),
+        allowed["clearance"].as_str().unwrap(),
+    );
+    let start = |i: usize| {
+        nodes[i].as_ref().unwrap().post(
+            &format!("/v1/executions/{id}/start"),
+            Some(&runner),
+            &json!({"clearance": token}),
+        )
+    };
+    assert_eq!(start(1).0, 200);
+    for i in [2, 0] {
+        let (status, body) = start(i);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("replayed")),
+            "node {i}"
+        );
+    }
+
+    // A revocation made on node 0 stops an exec whose enforcement point follows node 2.
+    let (_, parent) = nodes[0].as_ref().unwrap().post(
+        "/v1/authorize",
+        Some(&bot),
+        &json!({"action": "orchestrate", "resource": {"type": "Tool", "id": "fleet"},
+                "delegate": {"actions": ["exec"], "resources": [{"type": "Command", "id": "sh"}]}}),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let pidfile = work.path().join("child.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let running = Command::new(BIN)
+        .args([
+            "exec",
+            "--parent",
+            parent["clearance"].as_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .current_dir(work.path())
+        .env("CLEARANCE_SERVER", node(&nodes, 2))
+        .env("CLEARANCE_ISSUER", ORIGIN)
+        .env("CLEARANCE_API_KEY", &bot)
+        .env("CLEARANCE_ENFORCER_KEY", &runner)
+        .env("CLEARANCE_REPLAY_CACHE", work.path().join("replay"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = nodes[0].as_ref().unwrap().post(
+        &format!("/v1/executions/{}/revoke", parent["execution_id"].as_str().unwrap()),
+        Some(ADMIN_KEY),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    let revoked_at = Instant::now();
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(123), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        revoked_at.elapsed()
+    );
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the command still runs"
+    );
+}
