@@ -77,31 +77,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                &self.url,
-                "-qc",
-                &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        common::drop_schema(&self.url, &self.schema);
     }
 }
 
 /// The database, or `None` (said on stderr) outside CI when there is none.
 fn cluster() -> Option<Cluster> {
-    let url = std::env::var("CLEARANCE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let reachable = std::net::TcpStream::connect_timeout(
-        &url.rsplit_once('@')
-            .and_then(|(_, rest)| rest.split('/').next())
-            .and_then(|hp| std::net::ToSocketAddrs::to_socket_addrs(hp).ok()?.next())
-            .unwrap_or_else(|| "127.0.0.1:5432".parse().unwrap()),
-        Duration::from_secs(2),
-    )
-    .is_ok();
-    if !reachable {
+    let url = common::pg_url();
+    if !common::pg_reachable(&url) {
         assert!(
             std::env::var_os("CI").is_none(),
             "PostgreSQL is required under CI: {url}"
@@ -118,22 +101,6 @@ fn cluster() -> Option<Cluster> {
         dirs,
         _tmp: tmp,
     })
-}
-
-/// Give every node the first node's signing and log keys.
-fn share_keys(from: &Path, to: &[PathBuf]) {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    for dir in to {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .unwrap();
-        for key in ["signing-key.pem", "log-key.pem"] {
-            std::fs::copy(from.join(key), dir.join(key)).unwrap();
-            std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-    }
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -155,7 +122,7 @@ fn decode(list: &Value) -> Vec<Vec<u8>> {
 fn three_nodes_on_one_database_keep_one_truth() {
     let Some(c) = cluster() else { return };
     let first = c.node(0);
-    share_keys(&c.dirs[0], &c.dirs[1..]);
+    common::share_keys(&c.dirs[0], &c.dirs[1..]);
     let mut nodes = vec![Some(first), Some(c.node(1)), Some(c.node(2))];
     let node = |nodes: &[Option<Server>], i: usize| -> String { nodes[i].as_ref().unwrap().url.clone() };
     let n0 = nodes[0].as_ref().unwrap();

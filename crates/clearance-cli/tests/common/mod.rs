@@ -457,3 +457,62 @@ pub fn jws_part(token: &str, part: usize) -> Value {
     )
     .unwrap()
 }
+
+/// The PostgreSQL server tests and benchmarks use.
+pub fn pg_url() -> String {
+    std::env::var("CLEARANCE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether something listens where `url` points (a quick TCP check, no login).
+pub fn pg_reachable(url: &str) -> bool {
+    let addr = url
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|hp| std::net::ToSocketAddrs::to_socket_addrs(hp).ok()?.next());
+    addr.is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Drop a schema a test or benchmark made (best effort).
+pub fn drop_schema(url: &str, schema: &str) {
+    let _ = Command::new("psql")
+        .args([url, "-qc", &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Give other nodes' data directories the first node's signing and log keys.
+pub fn share_keys(from: &Path, to: &[PathBuf]) {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    for dir in to {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .unwrap();
+        for key in ["signing-key.pem", "log-key.pem"] {
+            std::fs::copy(from.join(key), dir.join(key)).unwrap();
+            std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+}
+
+/// Start `count` nodes on one PostgreSQL schema, each in its own data directory under
+/// `dir`, sharing the first one's keys.
+pub fn start_cluster(dir: &Path, url: &str, schema: &str, origin: &str, count: usize, extra: &[&str]) -> Vec<Server> {
+    let dirs: Vec<PathBuf> = (0..count).map(|i| dir.join(format!("node{i}"))).collect();
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--database", url, "--database-schema", schema, "--origin", origin]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let args = args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = Server::start_in(&dirs[0], &args);
+    share_keys(&dirs[0], &dirs[1..]);
+    let mut nodes = vec![first];
+    nodes.extend(dirs[1..].iter().map(|d| Server::start_in(d, &args)));
+    nodes
+}
