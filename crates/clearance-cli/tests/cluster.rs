@@ -136,6 +136,16 @@ fn three_nodes_on_one_database_keep_one_truth() {
         .collect();
     assert!(jwks.windows(2).all(|w| w[0] == w[1]), "{jwks:?}");
 
+    // A node with keys of its own, or another origin, refuses to join, saying which.
+    let stranger = c._tmp.path().join("stranger");
+    let db = ["--database", &c.url, "--database-schema", &c.schema];
+    let refused = Server::try_start_in(&stranger, &[&db[..], &["--origin", ORIGIN]].concat()).unwrap_err();
+    assert!(refused.contains("signing key (signing-key.pem) differs"), "{refused}");
+    common::share_keys(&c.dirs[0], std::slice::from_ref(&stranger));
+    let refused =
+        Server::try_start_in(&stranger, &[&db[..], &["--origin", "http://elsewhere.test"]].concat()).unwrap_err();
+    assert!(refused.contains("origin (--origin) differs"), "{refused}");
+
     // A policy activated on node 1 governs nodes 0 and 2 within a second.
     let version = nodes[1].as_ref().unwrap().activate(SCHEMA, POLICIES);
     for i in [0, 2] {
