@@ -7,9 +7,9 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use clearance_model::execution::{CompleteRequest, CompletionStatus, Lease, RenewRequest, StartRequest};
+use clearance_model::execution::{CompleteRequest, CompletionStatus, Lease};
 use clearance_model::wire::AuthorizeRequest;
-use clearance_model::{Decision, Digest, ExecutionId, ResourceRef, Timestamp};
+use clearance_model::{Digest, ExecutionId, ResourceRef, Timestamp};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::{Digest as _, Sha256};
@@ -17,8 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 use crate::client::{CallError, ControlPlaneClient};
-use crate::gate::Gate;
-use crate::verify::ExpectedCall;
+use crate::pipeline::{Admission, Call, Pipeline, Refusal, authorize};
 
 /// Exit codes of `clearance exec` when Clearance, not the command, decides. The
 /// command's own exit code passes through; a command killed by signal N exits 128+N.
@@ -165,9 +164,8 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 pub struct Exec<'a> {
     /// Asks for the clearance (not needed with `ExecRequest::clearance`).
     pub agent: Option<&'a ControlPlaneClient>,
-    /// Starts, renews and completes the execution.
-    pub enforcer: &'a ControlPlaneClient,
-    pub gate: &'a Gate,
+    /// Admits, renews and completes the execution.
+    pub pipeline: &'a Pipeline,
 }
 
 impl Exec<'_> {
@@ -178,19 +176,23 @@ impl Exec<'_> {
                 message: "no command given".into(),
             };
         };
-        let token = match &req.clearance {
-            Some(t) => t.clone(),
-            None => match self.authorize(req).await {
+        let token = match (&req.clearance, self.agent) {
+            (Some(t), _) => t.clone(),
+            (None, Some(agent)) => match authorize(agent, &ask(req)).await {
                 Ok(t) => t,
-                Err(outcome) => return outcome,
+                Err(Refusal::Refused { code, message }) => {
+                    return ExecOutcome::Denied {
+                        code,
+                        message,
+                        execution_id: None,
+                    };
+                }
+                Err(refusal) => return refused(refusal),
             },
-        };
-        let call = match ExpectedCall::new(&req.action, &req.resource, &req.arguments) {
-            Ok(c) => c,
-            Err(e) => {
+            (None, None) => {
                 return ExecOutcome::Refused {
-                    code: e.code().into(),
-                    message: e.to_string(),
+                    code: "invalid_request".into(),
+                    message: "no clearance given and no agent key to ask for one".into(),
                 };
             }
         };
@@ -199,43 +201,34 @@ impl Exec<'_> {
         if let Err(outcome) = pinned_program(program, &req.arguments) {
             return outcome;
         }
-        let verified = match self.gate.admit(&token, &call, Timestamp::now().seconds()) {
-            Ok(v) => v,
-            Err(e) => {
-                return ExecOutcome::Refused {
-                    code: e.code().into(),
-                    message: e.to_string(),
-                };
-            }
+        let call = Call {
+            action: &req.action,
+            resource: &req.resource,
+            arguments: &req.arguments,
         };
-        let id = verified.claims().jti.clone();
-        let start = StartRequest {
-            clearance: token,
-            lease_seconds: req.lease_seconds,
-        };
-        let lease = match self.enforcer.start(&id, &start).await {
-            Ok(l) => l,
-            Err(CallError::Unavailable(m)) => return ExecOutcome::Unavailable(m),
-            Err(CallError::Refused { code, message, .. }) => return ExecOutcome::Refused { code, message },
+        let admission = match self.pipeline.admit(token, call, req.lease_seconds).await {
+            Ok(a) => a,
+            Err(refusal) => return refused(refusal),
         };
         let exact = match pinned_program(program, &req.arguments) {
             Ok(p) => p,
             Err(outcome) => {
-                self.complete(&id, CompletionStatus::Failed, None, None).await;
+                self.pipeline
+                    .complete(admission, report(CompletionStatus::Failed, None, None))
+                    .await;
                 return outcome;
             }
         };
-        let spawned = tokio::process::Command::new(exact.as_deref().unwrap_or(std::path::Path::new(program)))
-            .args(&req.command[1..])
-            .stdin(Stdio::inherit())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn();
-        let mut child = match spawned {
+        let mut child = match spawn(
+            &admission,
+            exact.as_deref().unwrap_or(std::path::Path::new(program)),
+            &req.command[1..],
+        ) {
             Ok(c) => c,
             Err(e) => {
-                self.complete(&id, CompletionStatus::Failed, None, None).await;
+                self.pipeline
+                    .complete(admission, report(CompletionStatus::Failed, None, None))
+                    .await;
                 return ExecOutcome::SpawnFailed {
                     not_found: e.kind() == std::io::ErrorKind::NotFound,
                     message: format!("cannot run `{program}`: {e}"),
@@ -246,7 +239,7 @@ impl Exec<'_> {
         let stdout = child.stdout.take().map(|o| tokio::spawn(pump(o, tokio::io::stdout())));
         let stderr = child.stderr.take().map(|e| tokio::spawn(pump(e, tokio::io::stderr())));
 
-        let (status, stopped) = self.supervise(&mut child, pgid, &id, &lease, req.lease_seconds).await;
+        let (status, stopped) = self.supervise(&mut child, pgid, &admission, req.lease_seconds).await;
         // The execution is over: nothing it started may outlive it in its group.
         if let Some(pg) = pgid {
             let _ = killpg(pg, Signal::SIGKILL);
@@ -267,51 +260,16 @@ impl Exec<'_> {
             (None, Some(0)) => CompletionStatus::Succeeded,
             (None, _) => CompletionStatus::Failed,
         };
-        self.complete(&id, completion, code, Some(digest)).await;
+        let execution_id = admission.execution_id().clone();
+        self.pipeline
+            .complete(admission, report(completion, code, Some(digest)))
+            .await;
         ExecOutcome::Ran {
-            execution_id: id,
+            execution_id,
             code,
             signal,
             stopped,
             output_digest: digest,
-        }
-    }
-
-    async fn authorize(&self, req: &ExecRequest) -> Result<String, ExecOutcome> {
-        let Some(agent) = self.agent else {
-            return Err(ExecOutcome::Refused {
-                code: "invalid_request".into(),
-                message: "no clearance given and no agent key to ask for one".into(),
-            });
-        };
-        let ask = AuthorizeRequest {
-            action: req.action.clone(),
-            resource: req.resource.clone(),
-            arguments: req.arguments.clone(),
-            context: req.context.clone(),
-            environment: req.environment.clone(),
-            parent: req.parent.clone(),
-            ttl_seconds: req.ttl_seconds,
-            delegate: None,
-        };
-        match agent.authorize(&ask).await {
-            Ok(r) if r.decision == Decision::Allow => r
-                .clearance
-                .ok_or_else(|| ExecOutcome::Unavailable("an allow decision came without a clearance".into())),
-            Ok(r) => Err(ExecOutcome::Denied {
-                code: r
-                    .reasons
-                    .first()
-                    .map_or_else(|| "denied".to_owned(), |r| r.as_str().to_owned()),
-                message: r.message.unwrap_or_default(),
-                execution_id: Some(r.execution_id),
-            }),
-            Err(CallError::Unavailable(m)) => Err(ExecOutcome::Unavailable(m)),
-            Err(CallError::Refused { code, message, .. }) => Err(ExecOutcome::Denied {
-                code,
-                message,
-                execution_id: None,
-            }),
         }
     }
 
@@ -321,11 +279,10 @@ impl Exec<'_> {
         &self,
         child: &mut tokio::process::Child,
         pgid: Option<Pid>,
-        id: &ExecutionId,
-        lease: &Lease,
+        admission: &Admission,
         lease_seconds: Option<u64>,
     ) -> (std::io::Result<std::process::ExitStatus>, Option<String>) {
-        let (mut deadline, mut period) = local_deadline(lease);
+        let (mut deadline, mut period) = local_deadline(admission.lease());
         let mut next_renew = Instant::now() + period / 3;
         loop {
             tokio::select! {
@@ -337,8 +294,7 @@ impl Exec<'_> {
                 let why = "the lease ran out before it could be renewed".to_owned();
                 return (stop(child, pgid).await, Some(why));
             }
-            let renewal =
-                tokio::time::timeout(deadline - now, self.enforcer.renew(id, &RenewRequest { lease_seconds })).await;
+            let renewal = tokio::time::timeout(deadline - now, self.pipeline.renew(admission, lease_seconds)).await;
             match renewal {
                 Ok(Ok(r)) if r.renewed => {
                     if let Some(l) = &r.lease {
@@ -366,17 +322,64 @@ impl Exec<'_> {
             }
         }
     }
+}
 
-    /// Best effort: the run's outcome is reported; failing to report it does not change it.
-    async fn complete(&self, id: &ExecutionId, status: CompletionStatus, code: Option<i32>, digest: Option<Digest>) {
-        let req = CompleteRequest {
-            status,
-            exit_code: code,
-            output_digest: digest,
-        };
-        if let Err(e) = self.enforcer.complete(id, &req).await {
-            tracing::warn!(execution_id = %id, error = %e, "could not report the execution's completion");
-        }
+/// The authorize request an exec makes.
+fn ask(req: &ExecRequest) -> AuthorizeRequest {
+    AuthorizeRequest {
+        action: req.action.clone(),
+        resource: req.resource.clone(),
+        arguments: req.arguments.clone(),
+        context: req.context.clone(),
+        environment: req.environment.clone(),
+        parent: req.parent.clone(),
+        ttl_seconds: req.ttl_seconds,
+        delegate: None,
+    }
+}
+
+/// Nothing ran: how the pipeline's refusal reads as an exec outcome.
+fn refused(refusal: Refusal) -> ExecOutcome {
+    match refusal {
+        Refusal::Denied {
+            reasons,
+            message,
+            execution_id,
+            ..
+        } => ExecOutcome::Denied {
+            code: reasons.first().map_or("denied", |r| r.as_str()).to_owned(),
+            message,
+            execution_id: Some(execution_id),
+        },
+        Refusal::Unavailable(m) => ExecOutcome::Unavailable(m),
+        r @ (Refusal::Rejected(_) | Refusal::Refused { .. }) => ExecOutcome::Refused {
+            code: r.code().to_owned(),
+            message: match r {
+                Refusal::Refused { message, .. } => message,
+                other => other.to_string(),
+            },
+        },
+    }
+}
+
+/// Spawn the command of an admitted execution in its own process group. Taking the
+/// admission is the point: nothing is spawned without one.
+fn spawn(_admitted: &Admission, program: &std::path::Path, args: &[String]) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+}
+
+/// The completion report of a run.
+fn report(status: CompletionStatus, exit_code: Option<i32>, output_digest: Option<Digest>) -> CompleteRequest {
+    CompleteRequest {
+        status,
+        exit_code,
+        output_digest,
     }
 }
 

@@ -8,6 +8,8 @@ pub mod exec;
 mod gate;
 mod measure;
 #[cfg(feature = "runtime")]
+mod pipeline;
+#[cfg(feature = "runtime")]
 pub mod proxy;
 mod state;
 mod verify;
@@ -17,6 +19,8 @@ pub use client::{CallError, ClientOptions, ControlPlaneClient};
 pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, verify_evidence};
 pub use gate::Gate;
 pub use measure::{Measurer, Source};
+#[cfg(feature = "runtime")]
+pub use pipeline::{Admission, Call, Pipeline, Refusal, authorize};
 pub use state::{ReplayCache, RevocationView};
 pub use verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
 

@@ -15,14 +15,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use clearance_model::execution::{CompleteRequest, CompletionStatus, StartRequest};
+use clearance_model::execution::{CompleteRequest, CompletionStatus};
 use clearance_model::wire::{AuthorizeRequest, ErrorBody, ErrorDetail};
-use clearance_model::{Decision, DenyReason, Digest, ExecutionId, ResourceRef, Timestamp};
+use clearance_model::{DenyReason, Digest, ExecutionId, ResourceRef};
 use serde_json::{Map, Value, json};
 
-use crate::client::{CallError, ControlPlaneClient};
-use crate::gate::Gate;
-use crate::verify::{ExpectedCall, VerifyError};
+use crate::client::ControlPlaneClient;
+use crate::pipeline::{Admission, Call, Pipeline, Refusal};
+use crate::verify::VerifyError;
 
 /// The header that carries a clearance: from the caller in verify mode, and always to
 /// the upstream, so it can check the clearance itself.
@@ -208,9 +208,8 @@ pub struct Proxy {
     pub config: ProxyConfig,
     /// Gateway mode: asks for clearances.
     pub agent: Option<ControlPlaneClient>,
-    /// Starts and completes executions.
-    pub enforcer: ControlPlaneClient,
-    pub gate: Gate,
+    /// Admits and completes executions.
+    pub pipeline: Pipeline,
     pub upstream: reqwest::Client,
 }
 
@@ -248,16 +247,27 @@ fn verify_refusal(e: &VerifyError) -> Response {
     refuse(status, e.code(), e.to_string(), Vec::new(), None)
 }
 
-fn call_refusal(e: CallError) -> Response {
-    match e {
-        CallError::Unavailable(m) => refuse(
+/// The answer to a request the pipeline let nothing through for.
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::Denied {
+            reasons,
+            message,
+            execution_id,
+            ..
+        } => {
+            let code = reasons.first().map_or("denied", |r| r.as_str()).to_owned();
+            refuse(StatusCode::FORBIDDEN, &code, message, reasons, Some(execution_id))
+        }
+        Refusal::Rejected(e) => verify_refusal(&e),
+        Refusal::Refused { code, message } => refuse(StatusCode::FORBIDDEN, &code, message, Vec::new(), None),
+        Refusal::Unavailable(m) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "control_plane_unavailable",
             format!("the control plane is unavailable, so nothing is let through: {m}"),
             Vec::new(),
             None,
         ),
-        CallError::Refused { code, message, .. } => refuse(StatusCode::FORBIDDEN, &code, message, Vec::new(), None),
     }
 }
 
@@ -302,9 +312,14 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         Ok(c) => c,
         Err(m) => return refuse(StatusCode::FORBIDDEN, "invalid_request", m, Vec::new(), None),
     };
-    let token = match p.config.mode {
+    let governed = Call {
+        action: &call.action,
+        resource: &p.config.resource,
+        arguments: &call.arguments,
+    };
+    let admitted = match p.config.mode {
         ProxyMode::Verify => match parts.headers.get(CLEARANCE_HEADER).and_then(|v| v.to_str().ok()) {
-            Some(t) => t.trim().to_owned(),
+            Some(t) => p.pipeline.admit(t.trim().to_owned(), governed, None).await,
             None => {
                 return refuse(
                     StatusCode::FORBIDDEN,
@@ -315,79 +330,43 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
                 );
             }
         },
-        ProxyMode::Gateway => match gateway_clearance(&p, &call).await {
-            Ok(t) => t,
-            Err(response) => return response,
-        },
+        ProxyMode::Gateway => {
+            let Some(agent) = &p.agent else {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "misconfigured",
+                    "gateway mode has no agent key".into(),
+                    Vec::new(),
+                    None,
+                );
+            };
+            let ask = AuthorizeRequest {
+                action: call.action.clone(),
+                resource: p.config.resource.clone(),
+                arguments: call.arguments.clone(),
+                context: json!({}),
+                environment: p.config.environment.clone(),
+                parent: None,
+                ttl_seconds: None,
+                delegate: None,
+            };
+            p.pipeline.authorize_and_admit(agent, &ask, None).await
+        }
     };
-    let expected = match ExpectedCall::new(&call.action, &p.config.resource, &call.arguments) {
-        Ok(e) => e,
-        Err(e) => return verify_refusal(&e),
+    let admission = match admitted {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
     };
-    let verified = match p.gate.admit(&token, &expected, Timestamp::now().seconds()) {
-        Ok(v) => v,
-        Err(e) => return verify_refusal(&e),
-    };
-    let id = verified.claims().jti.clone();
-    let start = StartRequest {
-        clearance: token.clone(),
-        lease_seconds: None,
-    };
-    if let Err(e) = p.enforcer.start(&id, &start).await {
-        return call_refusal(e);
-    }
-    let (response, status, digest) = forward(&p, &parts, body, &token).await;
-    let complete = CompleteRequest {
+    let (response, status, digest) = forward(&p, &parts, body, &admission).await;
+    let report = CompleteRequest {
         status,
         exit_code: None,
         output_digest: digest,
     };
     // Reported after the answer leaves: the upstream already acted, so the caller need
     // not wait for the record (best effort, like `exec`'s).
-    let enforcer = p.enforcer.clone();
-    tokio::spawn(async move {
-        if let Err(e) = enforcer.complete(&id, &complete).await {
-            tracing::warn!(execution_id = %id, error = %e, "could not report the request's completion");
-        }
-    });
+    tokio::spawn(p.pipeline.complete(admission, report));
     response
-}
-
-async fn gateway_clearance(p: &Proxy, call: &HttpCall) -> Result<String, Response> {
-    let Some(agent) = &p.agent else {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "misconfigured",
-            "gateway mode has no agent key".into(),
-            Vec::new(),
-            None,
-        ));
-    };
-    let ask = AuthorizeRequest {
-        action: call.action.clone(),
-        resource: p.config.resource.clone(),
-        arguments: call.arguments.clone(),
-        context: json!({}),
-        environment: p.config.environment.clone(),
-        parent: None,
-        ttl_seconds: None,
-        delegate: None,
-    };
-    match agent.authorize(&ask).await {
-        Ok(r) if r.decision == Decision::Allow => r.clearance.ok_or_else(|| {
-            call_refusal(CallError::Unavailable(
-                "an allow decision came without a clearance".into(),
-            ))
-        }),
-        Ok(r) => Err(refuse(
-            StatusCode::FORBIDDEN,
-            r.reasons.first().map_or("denied", |r| r.as_str()),
-            r.message.unwrap_or_default(),
-            r.reasons,
-            Some(r.execution_id),
-        )),
-        Err(e) => Err(call_refusal(e)),
-    }
 }
 
 /// Send the request upstream with the clearance attached. Returns the response for the
@@ -396,7 +375,7 @@ async fn forward(
     p: &Proxy,
     parts: &axum::http::request::Parts,
     body: Bytes,
-    token: &str,
+    admission: &Admission,
 ) -> (Response, CompletionStatus, Option<Digest>) {
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{}{path_and_query}", p.config.upstream.trim_end_matches('/'));
@@ -406,7 +385,7 @@ async fn forward(
             headers.append(name.clone(), value.clone());
         }
     }
-    match HeaderValue::from_str(token) {
+    match HeaderValue::from_str(admission.token()) {
         Ok(v) => {
             headers.insert(CLEARANCE_HEADER, v);
         }

@@ -2,10 +2,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use clearance_enforce::{CallError, ControlPlaneClient, ExpectedCall, Gate};
-use clearance_model::execution::{CompleteRequest, CompletionStatus, StartRequest};
+use clearance_enforce::{Admission, ControlPlaneClient, Pipeline, Refusal};
+use clearance_model::execution::{CompleteRequest, CompletionStatus};
 use clearance_model::wire::{AuthorizeRequest, PermittedRequest};
-use clearance_model::{Decision, Digest, ExecutionId, ResourceRef, Timestamp, canonical_json};
+use clearance_model::{Digest, ResourceRef, canonical_json};
 use rmcp::model::{CallToolResult, ClientNotification, ClientRequest, ContentBlock, ListToolsResult, ServerResult};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServiceExt as _};
@@ -54,14 +54,13 @@ pub struct McpProxyConfig {
     pub hide_unpermitted_tools: bool,
 }
 
-/// The control plane side: who asks, who starts, and the local checks.
+/// The control plane side: who asks, and the admission pipeline.
 #[derive(Debug)]
 pub struct Governor {
     /// The key calls are authorized in the name of over stdio. Over HTTP every caller
     /// presents its own, and this is not used.
     pub agent: Option<ControlPlaneClient>,
-    pub enforcer: ControlPlaneClient,
-    pub gate: Gate,
+    pub pipeline: Pipeline,
 }
 
 /// Why a call was not forwarded.
@@ -82,11 +81,23 @@ impl Denial {
         format!("clearance refused this call: {}: {}{policies}", self.code, self.message)
     }
 
-    fn from_call(e: CallError) -> Self {
-        Self {
-            code: e.code().to_owned(),
-            message: e.to_string(),
-            policies: Vec::new(),
+    fn from_refusal(r: Refusal) -> Self {
+        match r {
+            Refusal::Denied {
+                reasons,
+                message,
+                policies,
+                ..
+            } => Self {
+                code: reasons.first().map_or("denied", |r| r.as_str()).to_owned(),
+                message,
+                policies,
+            },
+            other => Self {
+                code: other.code().to_owned(),
+                message: other.to_string(),
+                policies: Vec::new(),
+            },
         }
     }
 
@@ -105,11 +116,6 @@ impl Denial {
             Some(json!({"reason": self.code, "policies": self.policies})),
         ))
     }
-}
-
-struct Admitted {
-    token: String,
-    id: ExecutionId,
 }
 
 /// The governed call a request makes: its action and arguments.
@@ -148,9 +154,8 @@ impl Proxy {
         })
     }
 
-    /// Authorize in `agent`'s name, verify locally, and start the execution.
-    async fn admit(&self, agent: &ControlPlaneClient, action: &str, arguments: &Value) -> Result<Admitted, Denial> {
-        let g = &self.governor;
+    /// Authorize in `agent`'s name, then admit (verify locally, start).
+    async fn admit(&self, agent: &ControlPlaneClient, action: &str, arguments: &Value) -> Result<Admission, Denial> {
         let ask = AuthorizeRequest {
             action: action.to_owned(),
             resource: self.resource.clone(),
@@ -161,40 +166,15 @@ impl Proxy {
             ttl_seconds: None,
             delegate: None,
         };
-        let answer = agent.authorize(&ask).await.map_err(Denial::from_call)?;
-        if answer.decision != Decision::Allow {
-            return Err(Denial {
-                code: answer
-                    .reasons
-                    .first()
-                    .map_or_else(|| "denied".to_owned(), |r| r.as_str().to_owned()),
-                message: answer.message.unwrap_or_default(),
-                policies: answer.policies,
-            });
-        }
-        let token = answer.clearance.ok_or_else(|| Denial {
-            code: "control_plane_unavailable".into(),
-            message: "an allow decision came without a clearance".into(),
-            policies: Vec::new(),
-        })?;
-        let local = |e: clearance_enforce::VerifyError| Denial {
-            code: e.code().to_owned(),
-            message: e.to_string(),
-            policies: Vec::new(),
-        };
-        let call = ExpectedCall::new(action, &self.resource, arguments).map_err(local)?;
-        let verified = g.gate.admit(&token, &call, Timestamp::now().seconds()).map_err(local)?;
-        let id = verified.claims().jti.clone();
-        let start = StartRequest {
-            clearance: token.clone(),
-            lease_seconds: None,
-        };
-        g.enforcer.start(&id, &start).await.map_err(Denial::from_call)?;
-        Ok(Admitted { token, id })
+        self.governor
+            .pipeline
+            .authorize_and_admit(agent, &ask, None)
+            .await
+            .map_err(Denial::from_refusal)
     }
 
     /// Record how the call ended, after the agent has its answer.
-    fn complete(&self, id: ExecutionId, result: &Result<ServerResult, McpError>) {
+    fn complete(&self, admission: Admission, result: &Result<ServerResult, McpError>) {
         let (status, digest) = match result {
             Ok(r) => {
                 let failed = matches!(r, ServerResult::CallToolResult(c) if c.is_error == Some(true));
@@ -211,20 +191,15 @@ impl Proxy {
             }
             Err(_) => (CompletionStatus::Failed, None),
         };
-        let enforcer = self.governor.enforcer.clone();
+        let report = CompleteRequest {
+            status,
+            exit_code: None,
+            output_digest: digest,
+        };
         let mut pending = self.completions.lock().unwrap_or_else(PoisonError::into_inner);
         // Reap the reports already sent, so a long-running proxy keeps only those in flight.
         while pending.try_join_next().is_some() {}
-        pending.spawn(async move {
-            let req = CompleteRequest {
-                status,
-                exit_code: None,
-                output_digest: digest,
-            };
-            if let Err(e) = enforcer.complete(&id, &req).await {
-                tracing::warn!(execution_id = %id, error = %e, "could not report the call's completion");
-            }
-        });
+        pending.spawn(self.governor.pipeline.complete(admission, report));
     }
 
     /// Wait for the completion reports still in flight (each bounded by the control plane
@@ -285,13 +260,16 @@ impl Proxy {
                 Some(json!({"reason": "method_not_allowed"})),
             ));
         };
-        let admitted = match self.admit(agent, &action, &arguments).await {
+        let admission = match self.admit(agent, &action, &arguments).await {
             Ok(a) => a,
             Err(denial) => return denial.answer(&request),
         };
-        meta.insert(CLEARANCE_META_KEY.to_owned(), Value::String(admitted.token));
+        meta.insert(
+            CLEARANCE_META_KEY.to_owned(),
+            Value::String(admission.token().to_owned()),
+        );
         let result = upstream.forward(request, meta, context.ct.cancelled()).await;
-        self.complete(admitted.id, &result);
+        self.complete(admission, &result);
         result
     }
 }

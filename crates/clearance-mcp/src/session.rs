@@ -114,7 +114,7 @@ impl Session {
             Caller::Bearer => {
                 let key = caller_key(context)?;
                 (
-                    self.proxy.governor.enforcer.with_key(&key),
+                    self.proxy.governor.pipeline.enforcer().with_key(&key),
                     Some(Digest::of(key.as_bytes())),
                 )
             }

@@ -1,11 +1,13 @@
-//! What `exec` and `proxy` share: how an enforcement point finds its control plane, its
-//! keys, the JWKS it trusts and its replay cache.
+//! What `exec`, `proxy` and `mcp-proxy` share: how an enforcement point finds its control
+//! plane, its keys, the JWKS it trusts, its replay cache and its revocation view, put
+//! together once as the admission pipeline.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clearance_artifact::Jwks;
-use clearance_enforce::{ClientOptions, ControlPlaneClient, Verifier};
+use clearance_enforce::{ClientOptions, ControlPlaneClient, Gate, Pipeline, ReplayCache, RevocationView, Verifier};
+use clearance_model::Timestamp;
 
 use crate::client::DEFAULT_SERVER;
 use crate::output::Failure;
@@ -96,6 +98,93 @@ impl EnforcerArgs {
             .unwrap_or_else(|| self.server.trim_end_matches('/').to_owned());
         Ok(Verifier::new(jwks, issuer, self.environment.clone()))
     }
+}
+
+/// How an enforcement point learns of revocations between its calls to the control plane.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Revocations {
+    /// Only through `start` and renewals (a one-shot executor such as `exec`).
+    AtStart,
+    /// Follow the revocation stream; refuse everything once the view is older than
+    /// `staleness`. With `wait`, give the stream up to 5 s to deliver a first heartbeat.
+    Follow { staleness: std::time::Duration, wait: bool },
+}
+
+/// A running enforcement point's pipeline, and the task that follows revocations for it.
+#[derive(Debug)]
+pub(crate) struct Enforcement {
+    pub pipeline: Pipeline,
+    /// Keep it as long as the pipeline serves: dropping it stops following revocations.
+    pub follower: Follower,
+}
+
+/// The revocation follower task, stopped when dropped.
+#[derive(Debug)]
+pub(crate) struct Follower(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f.abort();
+        }
+    }
+}
+
+impl EnforcerArgs {
+    /// Everything an enforcement point checks with, set up once: the enforcer key, the
+    /// trusted keys, the measurements, the replay cache at `replay`, and revocations.
+    pub async fn enforcement(
+        &self,
+        replay: &std::path::Path,
+        revocations: Revocations,
+    ) -> Result<Enforcement, Failure> {
+        let enforcer = self.enforcer()?;
+        let measurer = self.measurer()?;
+        let verifier = self.verifier(&enforcer).await?;
+        let replay =
+            ReplayCache::open(replay, Timestamp::now().seconds()).map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
+        let (view, follower) = match revocations {
+            Revocations::AtStart => (None, None),
+            Revocations::Follow { staleness, wait } => {
+                let view = std::sync::Arc::new(RevocationView::new(staleness));
+                let follower = {
+                    let (client, view) = (enforcer.clone(), std::sync::Arc::clone(&view));
+                    tokio::spawn(async move {
+                        client
+                            .follow_revocations(view, clearance_server::HEARTBEAT_INTERVAL * 3)
+                            .await;
+                    })
+                };
+                if wait {
+                    let ready = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while view.age().is_none() && tokio::time::Instant::now() < ready {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    if view.age().is_none() {
+                        eprintln!("warning: no revocation heartbeat yet; refusing requests until one arrives");
+                    }
+                }
+                (Some(view), Some(follower))
+            }
+        };
+        let gate = Gate::new(verifier, replay, view).with_measurer(measurer);
+        Ok(Enforcement {
+            pipeline: Pipeline::new(enforcer, gate),
+            follower: Follower(follower),
+        })
+    }
+}
+
+/// `--revocation-staleness` checked against the stream's heartbeat.
+pub(crate) fn staleness(seconds: u64) -> Result<std::time::Duration, Failure> {
+    let staleness = std::time::Duration::from_secs(seconds.max(1));
+    if staleness < clearance_server::HEARTBEAT_INTERVAL * 2 {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "--revocation-staleness must be at least twice the stream's heartbeat interval ({} s)",
+            clearance_server::HEARTBEAT_INTERVAL.as_secs()
+        )));
+    }
+    Ok(staleness)
 }
 
 /// Where an enforcement point keeps its replay cache unless told otherwise.

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clearance_enforce::exec::{Exec, ExecOutcome, ExecRequest, default_arguments, exit, program_arguments};
-use clearance_enforce::{Gate, ReplayCache};
-use clearance_model::{ResourceRef, Timestamp};
+use clearance_model::ResourceRef;
 
 use crate::command::authorize::{parse_object, parse_resource};
-use crate::command::enforcer::{EnforcerArgs, default_state_file};
+use crate::command::enforcer::{Enforcement, EnforcerArgs, Revocations, default_state_file};
 use crate::output::Failure;
 
 const AFTER_HELP: &str = "\
@@ -119,27 +118,29 @@ async fn prepare_and_run(args: Args) -> Result<ExecOutcome, String> {
         lease_seconds: args.lease,
         clearance: args.clearance.clone(),
     };
-    let enforcer = args.enforcer.enforcer().map_err(describe)?;
     let agent = args.enforcer.agent().map_err(describe)?;
-    let verifier = match args.enforcer.verifier(&enforcer).await {
-        Ok(v) => v,
+    let path = args
+        .replay_cache
+        .clone()
+        .unwrap_or_else(|| default_state_file("exec-replay"));
+    let enforcement = match args.enforcement_for(&path).await {
+        Ok(e) => e,
         // Without the keys nothing can be verified: that is the control plane being
         // unavailable, and nothing runs.
         Err(Failure::Unavailable(m)) => return Ok(ExecOutcome::Unavailable(m)),
         Err(e) => return Err(describe(e)),
     };
-    let path = args
-        .replay_cache
-        .clone()
-        .unwrap_or_else(|| default_state_file("exec-replay"));
-    let replay = ReplayCache::open(&path, Timestamp::now().seconds()).map_err(|e| e.to_string())?;
-    let gate = Gate::new(verifier, replay, None).with_measurer(args.enforcer.measurer().map_err(describe)?);
     let exec = Exec {
         agent: agent.as_ref(),
-        enforcer: &enforcer,
-        gate: &gate,
+        pipeline: &enforcement.pipeline,
     };
     Ok(exec.run(&req).await)
+}
+
+impl Args {
+    async fn enforcement_for(&self, replay: &std::path::Path) -> Result<Enforcement, Failure> {
+        self.enforcer.enforcement(replay, Revocations::AtStart).await
+    }
 }
 
 fn describe(f: Failure) -> String {

@@ -1,15 +1,12 @@
 //! `clearance mcp-proxy`: govern an MCP server's tool calls for any MCP client.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clearance_enforce::{Gate, ReplayCache, RevocationView};
 use clearance_mcp::{Governor, HttpOptions, McpProxyConfig, UpstreamSpec};
-use clearance_model::Timestamp;
 
-use crate::command::enforcer::{EnforcerArgs, default_state_file};
+use crate::command::enforcer::{Enforcement, EnforcerArgs, Revocations, default_state_file};
 use crate::output::Failure;
 
 const AFTER_HELP: &str = "\
@@ -140,25 +137,15 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             "over stdio the proxy asks for clearances in its own name: give an agent key with --api-key or CLEARANCE_API_KEY"
         )));
     }
-    let enforcer = args.enforcer.enforcer()?;
-    let measurer = args.enforcer.measurer()?;
-    let verifier = args.enforcer.verifier(&enforcer).await?;
     let path = args
         .replay_cache
         .clone()
         .unwrap_or_else(|| default_state_file(&format!("mcp-replay-{name}")));
-    let replay =
-        ReplayCache::open(&path, Timestamp::now().seconds()).map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
     let staleness = Duration::from_secs(args.revocation_staleness.max(1));
-    let view = Arc::new(RevocationView::new(staleness));
-    let follower = {
-        let (client, view) = (enforcer.clone(), Arc::clone(&view));
-        tokio::spawn(async move {
-            client
-                .follow_revocations(view, clearance_server::HEARTBEAT_INTERVAL * 3)
-                .await;
-        })
-    };
+    let Enforcement { pipeline, follower } = args
+        .enforcer
+        .enforcement(&path, Revocations::Follow { staleness, wait: false })
+        .await?;
     let config = McpProxyConfig {
         server_name: name,
         upstream,
@@ -169,8 +156,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let governor = Governor {
         // Over HTTP each caller presents its own key; the proxy's is never used for them.
         agent: if args.listen.is_some() { None } else { agent },
-        enforcer,
-        gate: Gate::new(verifier, replay, Some(view)).with_measurer(measurer),
+        pipeline,
     };
     let outcome = match &args.listen {
         None => clearance_mcp::run_stdio(config, governor).await,
@@ -193,6 +179,6 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             clearance_mcp::run_http(config, governor, listener, options, crate::command::serve::shutdown()).await
         }
     };
-    follower.abort();
+    drop(follower);
     outcome.map_err(|e| Failure::Error(e.into()))
 }

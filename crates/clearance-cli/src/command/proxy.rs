@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clearance_enforce::proxy::{DEFAULT_MAX_BODY, Proxy, ProxyConfig, ProxyMode, RouteTemplate};
-use clearance_enforce::{Gate, ReplayCache, RevocationView};
-use clearance_model::{ResourceRef, Timestamp};
+use clearance_model::ResourceRef;
 
 use crate::command::authorize::parse_resource;
-use crate::command::enforcer::EnforcerArgs;
+use crate::command::enforcer::{Enforcement, EnforcerArgs, Revocations, staleness};
 use crate::output::Failure;
 
 const AFTER_HELP: &str = "\
@@ -80,13 +79,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             "--upstream must be an http or https URL"
         )));
     }
-    let staleness = Duration::from_secs(args.revocation_staleness.max(1));
-    if staleness < clearance_server::HEARTBEAT_INTERVAL * 2 {
-        return Err(Failure::Error(anyhow::anyhow!(
-            "--revocation-staleness must be at least twice the stream's heartbeat interval ({} s)",
-            clearance_server::HEARTBEAT_INTERVAL.as_secs()
-        )));
-    }
+    let staleness = staleness(args.revocation_staleness)?;
     let mode = match args.mode {
         Mode::Gateway => ProxyMode::Gateway,
         Mode::Verify => ProxyMode::Verify,
@@ -97,28 +90,13 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             "gateway mode asks for clearances: give an agent key with --api-key or CLEARANCE_API_KEY"
         )));
     }
-    let enforcer = args.enforcer.enforcer()?;
-    let measurer = args.enforcer.measurer()?;
-    let verifier = args.enforcer.verifier(&enforcer).await?;
-    let replay = ReplayCache::open(&args.replay_cache, Timestamp::now().seconds())
-        .map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
-    let view = Arc::new(RevocationView::new(staleness));
-    let follower = {
-        let (client, view) = (enforcer.clone(), Arc::clone(&view));
-        tokio::spawn(async move {
-            client
-                .follow_revocations(view, clearance_server::HEARTBEAT_INTERVAL * 3)
-                .await;
-        })
-    };
-    // Serve only once the view is current (or refuse everything until it is).
-    let ready = tokio::time::Instant::now() + Duration::from_secs(5);
-    while view.age().is_none() && tokio::time::Instant::now() < ready {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if view.age().is_none() {
-        eprintln!("clearance proxy: warning: no revocation heartbeat yet; refusing requests until one arrives");
-    }
+    let Enforcement {
+        pipeline,
+        follower: _follower,
+    } = args
+        .enforcer
+        .enforcement(&args.replay_cache, Revocations::Follow { staleness, wait: true })
+        .await?;
     let upstream = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
@@ -134,8 +112,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             max_body: args.max_body,
         },
         agent,
-        enforcer,
-        gate: Gate::new(verifier, replay, Some(view)).with_measurer(measurer),
+        pipeline,
         upstream,
     });
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -153,6 +130,5 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         .with_graceful_shutdown(crate::command::serve::shutdown())
         .await
         .context("serving")?;
-    follower.abort();
     Ok(())
 }

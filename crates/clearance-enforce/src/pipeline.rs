@@ -1,0 +1,193 @@
+//! The one admission pipeline every enforcement point runs: `exec`, the HTTP proxy and
+//! the MCP proxy are adapters over it. A call passes, in this order: the control plane's
+//! decision (when the enforcement point asks for the clearance itself), the local checks
+//! of [`Gate::admit`] (signature and claims for exactly this call, the revocation view,
+//! the environment's measurements, the replay cache), and the control plane's `start`,
+//! which consumes the clearance once for everyone. Only then is there an [`Admission`],
+//! and code that spawns a process or forwards a request takes one; completing consumes
+//! it. A new check goes here, once.
+
+use std::future::Future;
+
+use clearance_model::execution::{CompleteRequest, Lease, RenewRequest, RenewResponse, StartRequest};
+use clearance_model::wire::AuthorizeRequest;
+use clearance_model::{ClearanceClaims, Decision, DenyReason, ExecutionId, ResourceRef, Timestamp};
+
+use crate::client::{CallError, ControlPlaneClient};
+use crate::gate::Gate;
+use crate::verify::{ExpectedCall, VerifiedClearance, VerifyError};
+
+/// An enforcement point's side of the control plane: the key that starts, renews and
+/// completes executions, and the local checks.
+#[derive(Debug)]
+pub struct Pipeline {
+    enforcer: ControlPlaneClient,
+    gate: Gate,
+}
+
+/// A call that passed every check and was started: the verified clearance, its token
+/// (to hand on with the call) and its lease. Only [`Pipeline::admit`] makes one.
+#[derive(Debug)]
+#[must_use = "an admitted call must be run or forwarded, then completed"]
+pub struct Admission {
+    token: String,
+    verified: VerifiedClearance,
+    lease: Lease,
+}
+
+impl Admission {
+    /// The clearance, as the upstream or the command may want to check it again.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn execution_id(&self) -> &ExecutionId {
+        &self.verified.claims().jti
+    }
+
+    pub fn claims(&self) -> &ClearanceClaims {
+        self.verified.claims()
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+}
+
+/// Why nothing was let through.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The control plane decided no (recorded, with its execution id).
+    #[error("denied: {}: {message}", reasons.first().map_or("denied", |r| r.as_str()))]
+    Denied {
+        reasons: Vec<DenyReason>,
+        message: String,
+        policies: Vec<String>,
+        execution_id: ExecutionId,
+    },
+    /// The clearance failed a local check.
+    #[error("{0}")]
+    Rejected(VerifyError),
+    /// The control plane refused a call (an unknown key, a clearance already started, ...).
+    #[error("{message}")]
+    Refused { code: String, message: String },
+    /// The control plane could not be reached or answered nonsense.
+    #[error("the control plane is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// The stable code callers see.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Denied { reasons, .. } => reasons.first().map_or("denied", |r| r.as_str()),
+            Self::Rejected(e) => e.code(),
+            Self::Refused { code, .. } => code,
+            Self::Unavailable(_) => "control_plane_unavailable",
+        }
+    }
+}
+
+impl From<CallError> for Refusal {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unavailable(m) => Self::Unavailable(m),
+            CallError::Refused { code, message, .. } => Self::Refused { code, message },
+        }
+    }
+}
+
+/// The call an enforcement point is about to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub action: &'a str,
+    pub resource: &'a ResourceRef,
+    pub arguments: &'a serde_json::Value,
+}
+
+/// Ask `agent` for a clearance for `request`: the token on allow, else why not.
+pub async fn authorize(agent: &ControlPlaneClient, request: &AuthorizeRequest) -> Result<String, Refusal> {
+    let answer = agent.authorize(request).await?;
+    if answer.decision != Decision::Allow {
+        return Err(Refusal::Denied {
+            reasons: answer.reasons,
+            message: answer.message.unwrap_or_default(),
+            policies: answer.policies,
+            execution_id: answer.execution_id,
+        });
+    }
+    answer
+        .clearance
+        .ok_or_else(|| Refusal::Unavailable("an allow decision came without a clearance".into()))
+}
+
+impl Pipeline {
+    pub fn new(enforcer: ControlPlaneClient, gate: Gate) -> Self {
+        Self { enforcer, gate }
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub fn enforcer(&self) -> &ControlPlaneClient {
+        &self.enforcer
+    }
+
+    /// Ask `agent` for a clearance for `request`, then admit it for exactly that call.
+    pub async fn authorize_and_admit(
+        &self,
+        agent: &ControlPlaneClient,
+        request: &AuthorizeRequest,
+        lease_seconds: Option<u64>,
+    ) -> Result<Admission, Refusal> {
+        let token = authorize(agent, request).await?;
+        let call = Call {
+            action: &request.action,
+            resource: &request.resource,
+            arguments: &request.arguments,
+        };
+        self.admit(token, call, lease_seconds).await
+    }
+
+    /// Check `token` for exactly `call` (every local check), then have the control plane
+    /// start it. The clearance is consumed locally before `start`, so a second
+    /// presentation is refused here even if the control plane cannot be reached.
+    pub async fn admit(&self, token: String, call: Call<'_>, lease_seconds: Option<u64>) -> Result<Admission, Refusal> {
+        let expected = ExpectedCall::new(call.action, call.resource, call.arguments).map_err(Refusal::Rejected)?;
+        let verified = self
+            .gate
+            .admit(&token, &expected, Timestamp::now().seconds())
+            .map_err(Refusal::Rejected)?;
+        let start = StartRequest {
+            clearance: token,
+            lease_seconds,
+        };
+        let lease = self.enforcer.start(&verified.claims().jti, &start).await?;
+        Ok(Admission {
+            token: start.clearance,
+            verified,
+            lease,
+        })
+    }
+
+    /// Ask for the lease to go on. `Ok` with `renewed: false` is a "stop".
+    pub async fn renew(&self, admission: &Admission, lease_seconds: Option<u64>) -> Result<RenewResponse, CallError> {
+        self.enforcer
+            .renew(admission.execution_id(), &RenewRequest { lease_seconds })
+            .await
+    }
+
+    /// Report how the admitted call ended; consumes the admission. The returned future
+    /// owns everything it needs, so it can be spawned after the answer has left. Best
+    /// effort: a report that fails is logged, and the outcome stands.
+    pub fn complete(&self, admission: Admission, report: CompleteRequest) -> impl Future<Output = ()> + Send + 'static {
+        let enforcer = self.enforcer.clone();
+        async move {
+            let id = admission.execution_id();
+            if let Err(e) = enforcer.complete(id, &report).await {
+                tracing::warn!(execution_id = %id, error = %e, "could not report the completion");
+            }
+        }
+    }
+}
