@@ -1,5 +1,6 @@
 //! The HTTP client of the control plane API.
 
+use clearance_model::ErrorCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -127,8 +128,10 @@ pub(crate) fn api_failure(status: StatusCode, bytes: &[u8]) -> Failure {
         return Failure::Error(anyhow::anyhow!("control plane answered {status} without an error body"));
     };
     let message = format!("{}: {}", body.error.code, body.error.message);
-    match (status, body.error.code.as_str()) {
-        (_, "invalid_api_key" | "unauthorized_role" | "rate_limited") => Failure::Unauthorized(message),
+    match (status, body.error.code) {
+        (_, ErrorCode::InvalidApiKey | ErrorCode::UnauthorizedRole | ErrorCode::RateLimited) => {
+            Failure::Unauthorized(message)
+        }
         (StatusCode::SERVICE_UNAVAILABLE, _) => Failure::Unavailable(message),
         _ => Failure::Error(anyhow::anyhow!(message)),
     }

@@ -259,32 +259,9 @@ impl DecisionEngine {
             }),
         });
         let version = Some(policy.version());
-        let (decision, reason, policies, message) = match outcome {
-            PolicyOutcome::Permit { policies } => (Decision::Allow, None, policies, None),
-            PolicyOutcome::NotPermitted => (
-                Decision::Deny,
-                Some(DenyReason::PolicyDenied),
-                Vec::new(),
-                Some("no policy permits this request".to_owned()),
-            ),
-            PolicyOutcome::Forbidden { policies } => {
-                let message = format!("forbidden by policy {}", quoted(&policies));
-                (
-                    Decision::Deny,
-                    Some(DenyReason::PolicyForbidden),
-                    policies,
-                    Some(message),
-                )
-            }
-            PolicyOutcome::EvaluationError { policies, message } => {
-                (Decision::Deny, Some(DenyReason::PolicyError), policies, Some(message))
-            }
-            PolicyOutcome::InvalidRequest { message } => (
-                Decision::Deny,
-                Some(DenyReason::InvalidRequest),
-                Vec::new(),
-                Some(message),
-            ),
+        let (decision, reason, policies, message) = match policy_verdict(outcome) {
+            Ok(policies) => (Decision::Allow, None, policies, None),
+            Err((reason, policies, message)) => (Decision::Deny, Some(reason), policies, Some(message)),
         };
         Verdict {
             decision,
@@ -563,4 +540,24 @@ fn delegable_resources(d: &Delegation, own: &ResourceRef) -> Vec<ResourceRef> {
 
 fn quoted(ids: &[String]) -> String {
     ids.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The one mapping from a policy outcome to its verdict, for decisions and renewals
+/// alike: the permitting policies, or the deny reason with the determining policies and
+/// a message.
+pub(crate) fn policy_verdict(outcome: PolicyOutcome) -> Result<Vec<String>, (DenyReason, Vec<String>, String)> {
+    match outcome {
+        PolicyOutcome::Permit { policies } => Ok(policies),
+        PolicyOutcome::NotPermitted => Err((
+            DenyReason::PolicyDenied,
+            Vec::new(),
+            "no policy permits this request".to_owned(),
+        )),
+        PolicyOutcome::Forbidden { policies } => {
+            let message = format!("forbidden by policy {}", quoted(&policies));
+            Err((DenyReason::PolicyForbidden, policies, message))
+        }
+        PolicyOutcome::EvaluationError { policies, message } => Err((DenyReason::PolicyError, policies, message)),
+        PolicyOutcome::InvalidRequest { message } => Err((DenyReason::InvalidRequest, Vec::new(), message)),
+    }
 }

@@ -13,7 +13,7 @@ use clearance_model::environment::{
 use clearance_model::event::Event;
 use clearance_model::execution::{RevocationKind, RevokeRequest};
 use clearance_model::limits::MAX_ENVIRONMENT_BYTES;
-use clearance_model::{Role, Timestamp};
+use clearance_model::{Refusal, Role, Timestamp};
 
 use crate::engine::{AttestedEnvironment, Caller, EnvironmentCheck};
 use crate::error::CoreError;
@@ -27,7 +27,7 @@ fn invalid(m: impl Into<String>) -> CoreError {
     CoreError::InvalidRequest(m.into())
 }
 
-fn refused(code: &'static str, message: impl Into<String>) -> CoreError {
+fn refused(code: Refusal, message: impl Into<String>) -> CoreError {
     CoreError::Refused {
         code,
         message: message.into(),
@@ -247,7 +247,7 @@ impl ControlPlane {
         let e = &req.evidence;
         if e.environment != id {
             return Err(refused(
-                "attestation_wrong_environment",
+                Refusal::AttestationWrongEnvironment,
                 format!("the evidence is for environment `{}`, not `{id}`", e.environment),
             ));
         }
@@ -259,21 +259,21 @@ impl ControlPlane {
             .and_then(|b| ed25519_dalek_signature(&b))
             .ok_or_else(|| {
                 refused(
-                    "attestation_signature_invalid",
+                    Refusal::AttestationSignatureInvalid,
                     "the signature is not 64 base64url bytes",
                 )
             })?;
         let bytes = e.signed_bytes().map_err(|err| invalid(format!("evidence: {err}")))?;
         key.verify_strict(&bytes, &signature).map_err(|_| {
             refused(
-                "attestation_signature_invalid",
+                Refusal::AttestationSignatureInvalid,
                 format!("the evidence is not signed by environment `{id}`'s registered attestation key"),
             )
         })?;
         let now = self.clock.now();
         if (e.time - now.seconds()).abs() > MAX_EVIDENCE_SKEW_SECONDS {
             return Err(refused(
-                "attestation_time_skew",
+                Refusal::AttestationTimeSkew,
                 format!(
                     "the evidence's time {} is more than {MAX_EVIDENCE_SKEW_SECONDS} s from now",
                     e.time
@@ -306,10 +306,10 @@ impl ControlPlane {
         {
             Ok(i) => i,
             Err(StoreError::Challenge(why)) => {
-                let code: &'static str = match why {
-                    ChallengeRefusal::Replayed => "challenge_replayed",
-                    ChallengeRefusal::Expired => "challenge_expired",
-                    ChallengeRefusal::Unknown => "challenge_unknown",
+                let code = match why {
+                    ChallengeRefusal::Replayed => Refusal::ChallengeReplayed,
+                    ChallengeRefusal::Expired => Refusal::ChallengeExpired,
+                    ChallengeRefusal::Unknown => Refusal::ChallengeUnknown,
                 };
                 return Err(refused(code, format!("the challenge is not valid for `{id}` ({code})")));
             }

@@ -1,4 +1,4 @@
-use clearance_model::Role;
+use clearance_model::{ErrorCode, Refusal, Role};
 use clearance_policy::PolicyError;
 
 use crate::store::StoreError;
@@ -23,10 +23,9 @@ pub enum CoreError {
     AuditUnavailable(String),
     #[error("storage is unavailable: {0}")]
     StorageUnavailable(String),
-    /// An execution lifecycle call refused (`replayed`, `execution_revoked`,
-    /// `execution_expired`, `clearance_invalid`, `not_started`, ...).
+    /// An execution lifecycle or attestation call refused by the state it found.
     #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    Refused { code: Refusal, message: String },
     /// The key that signs clearances was revoked: nothing can be issued until it is replaced.
     #[error(
         "the clearance signing key was revoked: replace it (move signing-key.pem aside and restart) before issuing"
@@ -37,6 +36,23 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// The stable code of the error body.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidApiKey => ErrorCode::InvalidApiKey,
+            Self::UnauthorizedRole { .. } => ErrorCode::UnauthorizedRole,
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::PolicyRejected(_) => ErrorCode::PolicyInvalid,
+            Self::AuditUnavailable(_) => ErrorCode::AuditUnavailable,
+            Self::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
+            Self::Refused { code, .. } => ErrorCode::from(*code),
+            Self::SigningKeyRevoked => ErrorCode::SigningKeyRevoked,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
     pub const fn code(&self) -> &'static str {
         match self {
             Self::InvalidApiKey => "invalid_api_key",
@@ -47,7 +63,7 @@ impl CoreError {
             Self::PolicyRejected(_) => "policy_invalid",
             Self::AuditUnavailable(_) => "audit_unavailable",
             Self::StorageUnavailable(_) => "storage_unavailable",
-            Self::Refused { code, .. } => code,
+            Self::Refused { code, .. } => code.as_str(),
             Self::SigningKeyRevoked => "signing_key_revoked",
             Self::Internal(_) => "internal",
         }

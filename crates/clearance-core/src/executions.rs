@@ -8,8 +8,8 @@ use clearance_model::execution::{
     CompleteRequest, Completed, CompletionStatus, ExecutionState, ExecutionView, Lease, LineageView, RenewRequest,
     RenewResponse, RevocationKind, RevocationList, RevocationRecord, RevokeRequest, Revoked, StartRequest,
 };
-use clearance_model::{ClearanceClaims, ExecutionId, LogIndex, PrincipalId, Role, Timestamp};
-use clearance_policy::{EnvironmentFacts, Lineage, PolicyOutcome, PolicyRequest};
+use clearance_model::{ClearanceClaims, ExecutionId, LogIndex, PrincipalId, Refusal, Role, StopReason, Timestamp};
+use clearance_policy::{EnvironmentFacts, Lineage, PolicyRequest};
 
 use crate::engine::{AttestedEnvironment, Caller, EnvironmentCheck, ParentCheck, ParentFacts};
 use crate::error::CoreError;
@@ -100,10 +100,10 @@ impl ControlPlane {
         require(caller, &[Role::Enforcer])?;
         let claims = self
             .verify_own(&req.clearance)
-            .map_err(|m| refused("clearance_invalid", m))?;
+            .map_err(|m| refused(Refusal::ClearanceInvalid, m))?;
         if &claims.jti != id {
             return Err(refused(
-                "clearance_invalid",
+                Refusal::ClearanceInvalid,
                 format!("the clearance is for execution `{}`, not `{id}`", claims.jti),
             ));
         }
@@ -140,18 +140,24 @@ impl ControlPlane {
         match record.state {
             ExecutionState::Started => {}
             ExecutionState::Revoked => {
-                return Ok(stop("execution_revoked", record.reason.unwrap_or_default()));
+                return Ok(stop(StopReason::ExecutionRevoked, record.reason.unwrap_or_default()));
             }
             ExecutionState::Authorized => {
-                return Err(refused("not_started", format!("execution `{id}` was never started")));
+                return Err(refused(
+                    Refusal::NotStarted,
+                    format!("execution `{id}` was never started"),
+                ));
             }
             ExecutionState::Completed | ExecutionState::Failed | ExecutionState::Expired => {
-                return Ok(stop("execution_finished", format!("execution `{id}` has finished")));
+                return Ok(stop(
+                    StopReason::ExecutionFinished,
+                    format!("execution `{id}` has finished"),
+                ));
             }
         }
         if record.lease_until.is_none_or(|l| l <= now) {
             return Ok(stop(
-                "lease_expired",
+                StopReason::LeaseExpired,
                 format!("the lease of execution `{id}` ran out before this renewal"),
             ));
         }
@@ -162,19 +168,29 @@ impl ControlPlane {
             let why = format!("ancestor execution `{}` was revoked", a.id);
             self.revoke_internal(&caller.id, RevocationKind::Execution, id.as_str(), &why)
                 .await?;
-            return Ok(stop("parent_revoked", why));
+            return Ok(stop(StopReason::ParentRevoked, why));
         }
         // The environment must still be trusted, fresh and matching.
         let environment = match self.check_environment(record.environment.as_deref(), now).await? {
             EnvironmentCheck::Fresh(e) => Some(e),
             EnvironmentCheck::Unbound | EnvironmentCheck::Required => None,
-            EnvironmentCheck::Unknown(why) => return self.stop_revoking(caller, id, "environment_unknown", why).await,
-            EnvironmentCheck::Quarantined(why) => {
-                return self.stop_revoking(caller, id, "environment_untrusted", why).await;
+            EnvironmentCheck::Unknown(why) => {
+                return self
+                    .stop_revoking(caller, id, StopReason::EnvironmentUnknown, why)
+                    .await;
             }
-            EnvironmentCheck::Stale(why) => return self.stop_revoking(caller, id, "attestation_stale", why).await,
+            EnvironmentCheck::Quarantined(why) => {
+                return self
+                    .stop_revoking(caller, id, StopReason::EnvironmentUntrusted, why)
+                    .await;
+            }
+            EnvironmentCheck::Stale(why) => {
+                return self.stop_revoking(caller, id, StopReason::AttestationStale, why).await;
+            }
             EnvironmentCheck::Mismatch(why) => {
-                return self.stop_revoking(caller, id, "measurement_mismatch", why).await;
+                return self
+                    .stop_revoking(caller, id, StopReason::MeasurementMismatch, why)
+                    .await;
             }
         };
         if let Some((code, why)) = self.still_allowed(&record, environment.as_deref(), now) {
@@ -191,16 +207,24 @@ impl ControlPlane {
             lease_expires: lease_until.seconds(),
         };
         let change = ExecutionChange::Renew { now, lease_until };
-        match self.append_change(id, event, change).await {
+        match self.record_change(id, event, change).await? {
             Ok(log_index) => Ok(RenewResponse {
                 renewed: true,
                 lease: Some(lease(id, lease_until, log_index)),
                 reason: None,
                 message: None,
             }),
-            // Revoked or finished between the read above and the write.
-            Err(CoreError::Refused { code, message }) => Ok(stop(code, message)),
-            Err(e) => Err(e),
+            // Revoked, finished or lapsed between the read above and the write.
+            Err(found) => Ok(stop(
+                match found {
+                    ExecutionState::Revoked => StopReason::ExecutionRevoked,
+                    ExecutionState::Completed | ExecutionState::Failed => StopReason::ExecutionFinished,
+                    ExecutionState::Authorized | ExecutionState::Started | ExecutionState::Expired => {
+                        StopReason::LeaseExpired
+                    }
+                },
+                format!("execution `{id}` can no longer be renewed: it is {found}"),
+            )),
         }
     }
 
@@ -208,7 +232,7 @@ impl ControlPlane {
         &self,
         caller: &Caller,
         id: &ExecutionId,
-        code: &'static str,
+        code: StopReason,
         why: String,
     ) -> Result<RenewResponse, CoreError> {
         self.revoke_internal(&caller.id, RevocationKind::Execution, id.as_str(), &why)
@@ -216,16 +240,15 @@ impl ControlPlane {
         Ok(stop(code, why))
     }
 
-    /// `None` if the active policy still permits the stored request; else the deny
-    /// reason's code and a message.
+    /// `None` if the active policy still permits the stored request; else why to stop.
     fn still_allowed(
         &self,
         r: &ExecutionRecord,
         environment: Option<&AttestedEnvironment>,
         now: Timestamp,
-    ) -> Option<(&'static str, String)> {
+    ) -> Option<(StopReason, String)> {
         let Some(policy) = self.active() else {
-            return Some(("no_active_policy", "no policy version is active".into()));
+            return Some((StopReason::NoActivePolicy, "no policy version is active".into()));
         };
         let outcome = policy.evaluate(&PolicyRequest {
             principal: r.principal.as_str(),
@@ -244,15 +267,12 @@ impl ControlPlane {
                 measurements: &e.measurements,
             }),
         });
-        match outcome {
-            PolicyOutcome::Permit { .. } => None,
-            PolicyOutcome::NotPermitted => Some(("policy_denied", "no policy permits it".into())),
-            PolicyOutcome::Forbidden { policies } => {
-                Some(("policy_forbidden", format!("forbidden by {}", policies.join(", "))))
-            }
-            PolicyOutcome::EvaluationError { message, .. } => Some(("policy_error", message)),
-            PolicyOutcome::InvalidRequest { message } => Some(("invalid_request", message)),
-        }
+        let (reason, _, message) = crate::engine::policy_verdict(outcome).err()?;
+        // Every policy reason has its stop; were one missing, stopping is still right.
+        Some((
+            StopReason::from_deny(reason).unwrap_or(StopReason::PolicyDenied),
+            message,
+        ))
     }
 
     /// Record how an execution ended. A revoked execution that was started may still
@@ -294,32 +314,47 @@ impl ControlPlane {
         })
     }
 
+    /// Append a lifecycle entry with its state change: the index, or the state that
+    /// refused the change (nothing written).
+    async fn record_change(
+        &self,
+        id: &ExecutionId,
+        event: Event,
+        change: ExecutionChange,
+    ) -> Result<Result<LogIndex, ExecutionState>, CoreError> {
+        let append = LogAppend {
+            execution: Some(id.clone()),
+            ..entry(&event, self.clock.now())?
+        };
+        match self.store.append_change(id, append, change).await {
+            Ok(applied) => Ok(Ok(applied.index)),
+            Err(StoreError::ExecutionState { found }) => Ok(Err(found)),
+            Err(StoreError::Unavailable(why)) => Err(CoreError::AuditUnavailable(why)),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// [`Self::record_change`] for start and complete: a refusing state is a refusal.
     async fn append_change(
         &self,
         id: &ExecutionId,
         event: Event,
         change: ExecutionChange,
     ) -> Result<LogIndex, CoreError> {
-        let append = LogAppend {
-            execution: Some(id.clone()),
-            ..entry(&event, self.clock.now())?
-        };
-        match self.store.append_change(id, append, change).await {
-            Ok(applied) => Ok(applied.index),
-            Err(StoreError::ExecutionState { found }) => Err(match found {
-                ExecutionState::Started | ExecutionState::Completed | ExecutionState::Failed => {
-                    refused("replayed", format!("execution `{id}` was already started ({found})"))
-                }
-                ExecutionState::Revoked => refused("execution_revoked", format!("execution `{id}` was revoked")),
+        self.record_change(id, event, change)
+            .await?
+            .map_err(|found| match found {
+                ExecutionState::Started | ExecutionState::Completed | ExecutionState::Failed => refused(
+                    Refusal::Replayed,
+                    format!("execution `{id}` was already started ({found})"),
+                ),
+                ExecutionState::Revoked => refused(Refusal::ExecutionRevoked, format!("execution `{id}` was revoked")),
                 ExecutionState::Authorized => refused(
-                    "execution_expired",
+                    Refusal::ExecutionExpired,
                     format!("the clearance of execution `{id}` has expired"),
                 ),
-                ExecutionState::Expired => refused("execution_expired", format!("execution `{id}` is {found}")),
-            }),
-            Err(StoreError::Unavailable(why)) => Err(CoreError::AuditUnavailable(why)),
-            Err(other) => Err(other.into()),
-        }
+                ExecutionState::Expired => refused(Refusal::ExecutionExpired, format!("execution `{id}` is {found}")),
+            })
     }
 
     fn lease_for(&self, asked: Option<u64>) -> u64 {
@@ -565,18 +600,18 @@ async fn record(
     Ok(record)
 }
 
-fn refused(code: &'static str, message: impl Into<String>) -> CoreError {
+fn refused(code: Refusal, message: impl Into<String>) -> CoreError {
     CoreError::Refused {
         code,
         message: message.into(),
     }
 }
 
-fn stop(code: &'static str, message: String) -> RenewResponse {
+fn stop(code: StopReason, message: String) -> RenewResponse {
     RenewResponse {
         renewed: false,
         lease: None,
-        reason: Some(code.to_owned()),
+        reason: Some(code),
         message: Some(message),
     }
 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clearance_artifact::Jwks;
-use clearance_model::ExecutionId;
 use clearance_model::execution::{
     CompleteRequest, Completed, Lease, RenewRequest, RenewResponse, RevocationRecord, StartRequest,
 };
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, ErrorBody, PermittedRequest, PermittedResponse, Whoami,
 };
+use clearance_model::{ErrorCode, ExecutionId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,14 +25,18 @@ pub enum CallError {
     Unavailable(String),
     /// The control plane answered with an error (`code` is its stable error code).
     #[error("control plane refused ({status} {code}): {message}")]
-    Refused { status: u16, code: String, message: String },
+    Refused {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl CallError {
-    pub fn code(&self) -> &str {
+    pub const fn code(&self) -> ErrorCode {
         match self {
-            Self::Unavailable(_) => "control_plane_unavailable",
-            Self::Refused { code, .. } => code,
+            Self::Unavailable(_) => ErrorCode::ControlPlaneUnavailable,
+            Self::Refused { code, .. } => *code,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clearance_model::execution::{CompleteRequest, CompletionStatus, Lease};
 use clearance_model::wire::AuthorizeRequest;
-use clearance_model::{Digest, ExecutionId, ResourceRef, Timestamp};
+use clearance_model::{Digest, ErrorCode, ExecutionId, ResourceRef, Timestamp};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::{Digest as _, Sha256};
@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 use crate::client::{CallError, ControlPlaneClient};
-use crate::pipeline::{Admission, Call, Pipeline, Refusal, authorize};
+use crate::pipeline::{Admission, Call, NotAdmitted, Pipeline, authorize};
 
 /// Exit codes of `clearance exec` when Clearance, not the command, decides. The
 /// command's own exit code passes through; a command killed by signal N exits 128+N.
@@ -68,12 +68,12 @@ pub enum ExecOutcome {
     },
     /// The control plane said no; nothing was spawned.
     Denied {
-        code: String,
+        code: ErrorCode,
         message: String,
         execution_id: Option<ExecutionId>,
     },
     /// The clearance did not pass; nothing was spawned.
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
     /// The control plane was unreachable or misbehaved; nothing was spawned.
     Unavailable(String),
     /// The execution was started but the program could not be spawned.
@@ -137,7 +137,7 @@ fn pinned_program(program: &str, arguments: &serde_json::Value) -> Result<Option
         return Ok(None);
     };
     let mismatch = |message: String| ExecOutcome::Refused {
-        code: "measurement_mismatch".into(),
+        code: ErrorCode::MeasurementMismatch,
         message,
     };
     let (path, got) = program_arguments(program).map_err(mismatch)?;
@@ -172,7 +172,7 @@ impl Exec<'_> {
     pub async fn run(&self, req: &ExecRequest) -> ExecOutcome {
         let Some(program) = req.command.first() else {
             return ExecOutcome::Refused {
-                code: "invalid_request".into(),
+                code: ErrorCode::InvalidRequest,
                 message: "no command given".into(),
             };
         };
@@ -180,7 +180,7 @@ impl Exec<'_> {
             (Some(t), _) => t.clone(),
             (None, Some(agent)) => match authorize(agent, &ask(req)).await {
                 Ok(t) => t,
-                Err(Refusal::Refused { code, message }) => {
+                Err(NotAdmitted::Refused { code, message }) => {
                     return ExecOutcome::Denied {
                         code,
                         message,
@@ -191,7 +191,7 @@ impl Exec<'_> {
             },
             (None, None) => {
                 return ExecOutcome::Refused {
-                    code: "invalid_request".into(),
+                    code: ErrorCode::InvalidRequest,
                     message: "no clearance given and no agent key to ask for one".into(),
                 };
             }
@@ -305,7 +305,7 @@ impl Exec<'_> {
                 Ok(Ok(r)) => {
                     let why = format!(
                         "{}: {}",
-                        r.reason.as_deref().unwrap_or("renewal refused"),
+                        r.reason.map_or("renewal refused", |r| r.as_str()),
                         r.message.as_deref().unwrap_or("")
                     );
                     return (stop(child, pgid).await, Some(why));
@@ -339,23 +339,23 @@ fn ask(req: &ExecRequest) -> AuthorizeRequest {
 }
 
 /// Nothing ran: how the pipeline's refusal reads as an exec outcome.
-fn refused(refusal: Refusal) -> ExecOutcome {
+fn refused(refusal: NotAdmitted) -> ExecOutcome {
     match refusal {
-        Refusal::Denied {
+        NotAdmitted::Denied {
             reasons,
             message,
             execution_id,
             ..
         } => ExecOutcome::Denied {
-            code: reasons.first().map_or("denied", |r| r.as_str()).to_owned(),
+            code: ErrorCode::of_deny(&reasons),
             message,
             execution_id: Some(execution_id),
         },
-        Refusal::Unavailable(m) => ExecOutcome::Unavailable(m),
-        r @ (Refusal::Rejected(_) | Refusal::Refused { .. }) => ExecOutcome::Refused {
-            code: r.code().to_owned(),
+        NotAdmitted::Unavailable(m) => ExecOutcome::Unavailable(m),
+        r @ (NotAdmitted::Rejected(_) | NotAdmitted::Refused { .. }) => ExecOutcome::Refused {
+            code: r.code(),
             message: match r {
-                Refusal::Refused { message, .. } => message,
+                NotAdmitted::Refused { message, .. } => message,
                 other => other.to_string(),
             },
         },

@@ -20,7 +20,7 @@ pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, verify_evidence
 pub use gate::Gate;
 pub use measure::{Measurer, Source};
 #[cfg(feature = "runtime")]
-pub use pipeline::{Admission, Call, Pipeline, Refusal, authorize};
+pub use pipeline::{Admission, Call, NotAdmitted, Pipeline, authorize};
 pub use state::{ReplayCache, RevocationView};
 pub use verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
 

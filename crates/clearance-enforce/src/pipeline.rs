@@ -11,7 +11,7 @@ use std::future::Future;
 
 use clearance_model::execution::{CompleteRequest, Lease, RenewRequest, RenewResponse, StartRequest};
 use clearance_model::wire::AuthorizeRequest;
-use clearance_model::{ClearanceClaims, Decision, DenyReason, ExecutionId, ResourceRef, Timestamp};
+use clearance_model::{ClearanceClaims, Decision, DenyReason, ErrorCode, ExecutionId, ResourceRef, Timestamp};
 
 use crate::client::{CallError, ControlPlaneClient};
 use crate::gate::Gate;
@@ -56,9 +56,9 @@ impl Admission {
 
 /// Why nothing was let through.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refusal {
+pub enum NotAdmitted {
     /// The control plane decided no (recorded, with its execution id).
-    #[error("denied: {}: {message}", reasons.first().map_or("denied", |r| r.as_str()))]
+    #[error("denied: {}: {message}", ErrorCode::of_deny(reasons))]
     Denied {
         reasons: Vec<DenyReason>,
         message: String,
@@ -70,25 +70,25 @@ pub enum Refusal {
     Rejected(VerifyError),
     /// The control plane refused a call (an unknown key, a clearance already started, ...).
     #[error("{message}")]
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
     /// The control plane could not be reached or answered nonsense.
     #[error("the control plane is unavailable: {0}")]
     Unavailable(String),
 }
 
-impl Refusal {
+impl NotAdmitted {
     /// The stable code callers see.
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Denied { reasons, .. } => reasons.first().map_or("denied", |r| r.as_str()),
-            Self::Rejected(e) => e.code(),
-            Self::Refused { code, .. } => code,
-            Self::Unavailable(_) => "control_plane_unavailable",
+            Self::Denied { reasons, .. } => ErrorCode::of_deny(reasons),
+            Self::Rejected(e) => e.error_code(),
+            Self::Refused { code, .. } => *code,
+            Self::Unavailable(_) => ErrorCode::ControlPlaneUnavailable,
         }
     }
 }
 
-impl From<CallError> for Refusal {
+impl From<CallError> for NotAdmitted {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Unavailable(m) => Self::Unavailable(m),
@@ -106,10 +106,10 @@ pub struct Call<'a> {
 }
 
 /// Ask `agent` for a clearance for `request`: the token on allow, else why not.
-pub async fn authorize(agent: &ControlPlaneClient, request: &AuthorizeRequest) -> Result<String, Refusal> {
+pub async fn authorize(agent: &ControlPlaneClient, request: &AuthorizeRequest) -> Result<String, NotAdmitted> {
     let answer = agent.authorize(request).await?;
     if answer.decision != Decision::Allow {
-        return Err(Refusal::Denied {
+        return Err(NotAdmitted::Denied {
             reasons: answer.reasons,
             message: answer.message.unwrap_or_default(),
             policies: answer.policies,
@@ -118,7 +118,7 @@ pub async fn authorize(agent: &ControlPlaneClient, request: &AuthorizeRequest) -
     }
     answer
         .clearance
-        .ok_or_else(|| Refusal::Unavailable("an allow decision came without a clearance".into()))
+        .ok_or_else(|| NotAdmitted::Unavailable("an allow decision came without a clearance".into()))
 }
 
 impl Pipeline {
@@ -140,7 +140,7 @@ impl Pipeline {
         agent: &ControlPlaneClient,
         request: &AuthorizeRequest,
         lease_seconds: Option<u64>,
-    ) -> Result<Admission, Refusal> {
+    ) -> Result<Admission, NotAdmitted> {
         let token = authorize(agent, request).await?;
         let call = Call {
             action: &request.action,
@@ -153,12 +153,17 @@ impl Pipeline {
     /// Check `token` for exactly `call` (every local check), then have the control plane
     /// start it. The clearance is consumed locally before `start`, so a second
     /// presentation is refused here even if the control plane cannot be reached.
-    pub async fn admit(&self, token: String, call: Call<'_>, lease_seconds: Option<u64>) -> Result<Admission, Refusal> {
-        let expected = ExpectedCall::new(call.action, call.resource, call.arguments).map_err(Refusal::Rejected)?;
+    pub async fn admit(
+        &self,
+        token: String,
+        call: Call<'_>,
+        lease_seconds: Option<u64>,
+    ) -> Result<Admission, NotAdmitted> {
+        let expected = ExpectedCall::new(call.action, call.resource, call.arguments).map_err(NotAdmitted::Rejected)?;
         let verified = self
             .gate
             .admit(&token, &expected, Timestamp::now().seconds())
-            .map_err(Refusal::Rejected)?;
+            .map_err(NotAdmitted::Rejected)?;
         let start = StartRequest {
             clearance: token,
             lease_seconds,

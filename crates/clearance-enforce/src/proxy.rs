@@ -17,11 +17,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clearance_model::execution::{CompleteRequest, CompletionStatus};
 use clearance_model::wire::{AuthorizeRequest, ErrorBody, ErrorDetail};
-use clearance_model::{DenyReason, Digest, ExecutionId, ResourceRef};
+use clearance_model::{DenyReason, Digest, ErrorCode, ExecutionId, ResourceRef};
 use serde_json::{Map, Value, json};
 
 use crate::client::ControlPlaneClient;
-use crate::pipeline::{Admission, Call, Pipeline, Refusal};
+use crate::pipeline::{Admission, Call, NotAdmitted, Pipeline};
 use crate::verify::VerifyError;
 
 /// The header that carries a clearance: from the caller in verify mode, and always to
@@ -219,7 +219,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
 
 fn refuse(
     status: StatusCode,
-    code: &str,
+    code: ErrorCode,
     message: String,
     reasons: Vec<DenyReason>,
     id: Option<ExecutionId>,
@@ -228,7 +228,7 @@ fn refuse(
         status,
         axum::Json(ErrorBody {
             error: ErrorDetail {
-                code: code.to_owned(),
+                code,
                 message,
                 reasons,
                 execution_id: id,
@@ -244,26 +244,26 @@ fn verify_refusal(e: &VerifyError) -> Response {
         VerifyError::RevocationViewStale { .. } | VerifyError::ReplayCache(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::FORBIDDEN,
     };
-    refuse(status, e.code(), e.to_string(), Vec::new(), None)
+    refuse(status, e.error_code(), e.to_string(), Vec::new(), None)
 }
 
 /// The answer to a request the pipeline let nothing through for.
-fn refusal(r: Refusal) -> Response {
+fn refusal(r: NotAdmitted) -> Response {
     match r {
-        Refusal::Denied {
+        NotAdmitted::Denied {
             reasons,
             message,
             execution_id,
             ..
         } => {
-            let code = reasons.first().map_or("denied", |r| r.as_str()).to_owned();
-            refuse(StatusCode::FORBIDDEN, &code, message, reasons, Some(execution_id))
+            let code = ErrorCode::of_deny(&reasons);
+            refuse(StatusCode::FORBIDDEN, code, message, reasons, Some(execution_id))
         }
-        Refusal::Rejected(e) => verify_refusal(&e),
-        Refusal::Refused { code, message } => refuse(StatusCode::FORBIDDEN, &code, message, Vec::new(), None),
-        Refusal::Unavailable(m) => refuse(
+        NotAdmitted::Rejected(e) => verify_refusal(&e),
+        NotAdmitted::Refused { code, message } => refuse(StatusCode::FORBIDDEN, code, message, Vec::new(), None),
+        NotAdmitted::Unavailable(m) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "control_plane_unavailable",
+            ErrorCode::ControlPlaneUnavailable,
             format!("the control plane is unavailable, so nothing is let through: {m}"),
             Vec::new(),
             None,
@@ -297,7 +297,7 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         Err(_) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
+                ErrorCode::RequestTooLarge,
                 format!("the body is larger than {} bytes", p.config.max_body),
                 Vec::new(),
                 None,
@@ -310,7 +310,7 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let call = match http_call(&method, &path, query.as_deref(), content_type, &body, &p.config.routes) {
         Ok(c) => c,
-        Err(m) => return refuse(StatusCode::FORBIDDEN, "invalid_request", m, Vec::new(), None),
+        Err(m) => return refuse(StatusCode::FORBIDDEN, ErrorCode::InvalidRequest, m, Vec::new(), None),
     };
     let governed = Call {
         action: &call.action,
@@ -323,7 +323,7 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             None => {
                 return refuse(
                     StatusCode::FORBIDDEN,
-                    "clearance_required",
+                    ErrorCode::ClearanceRequired,
                     format!("present a clearance for `{}` in the `Clearance` header", call.action),
                     Vec::new(),
                     None,
@@ -334,7 +334,7 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             let Some(agent) = &p.agent else {
                 return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "misconfigured",
+                    ErrorCode::Misconfigured,
                     "gateway mode has no agent key".into(),
                     Vec::new(),
                     None,
@@ -393,7 +393,7 @@ async fn forward(
             return (
                 refuse(
                     StatusCode::FORBIDDEN,
-                    "malformed",
+                    ErrorCode::Malformed,
                     "the clearance is not a valid header value".into(),
                     Vec::new(),
                     None,
@@ -416,7 +416,7 @@ async fn forward(
             return (
                 refuse(
                     StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
+                    ErrorCode::UpstreamUnavailable,
                     format!("the upstream did not answer: {e}"),
                     Vec::new(),
                     None,
@@ -437,7 +437,13 @@ async fn forward(
         Ok(b) => b,
         Err(m) => {
             return (
-                refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", m, Vec::new(), None),
+                refuse(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorCode::UpstreamUnavailable,
+                    m,
+                    Vec::new(),
+                    None,
+                ),
                 CompletionStatus::Failed,
                 None,
             );

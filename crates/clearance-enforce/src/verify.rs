@@ -2,7 +2,7 @@
 
 use clearance_artifact::{Jwks, TokenError, UnverifiedToken};
 use clearance_model::limits::DEFAULT_LEEWAY_SECONDS;
-use clearance_model::{CanonicalError, ClearanceClaims, Digest, ResourceRef, argument_digest};
+use clearance_model::{CanonicalError, ClearanceClaims, Digest, ErrorCode, ResourceRef, argument_digest};
 
 /// One variant per failed check, with what was found and what was wanted.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -48,29 +48,34 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// Stable snake_case code for wire formats and exit messages.
-    pub const fn code(&self) -> &'static str {
+    /// The stable code, in the closed vocabulary.
+    pub const fn error_code(&self) -> ErrorCode {
         match self {
-            Self::Malformed(_) => "malformed",
-            Self::Oversize { .. } => "oversize",
-            Self::WrongAlgorithm { .. } => "wrong_algorithm",
-            Self::WrongType { .. } => "wrong_type",
-            Self::UnknownKey { .. } => "unknown_key",
-            Self::BadSignature => "bad_signature",
-            Self::WrongIssuer { .. } => "wrong_issuer",
-            Self::WrongAudience { .. } => "wrong_audience",
-            Self::NotYetValid { .. } => "not_yet_valid",
-            Self::Expired { .. } => "expired",
-            Self::ActionMismatch { .. } => "action_mismatch",
-            Self::ResourceMismatch { .. } => "resource_mismatch",
-            Self::ArgumentsMismatch { .. } => "arguments_mismatch",
-            Self::Arguments(_) => "arguments_invalid",
-            Self::Revoked(_) => "revoked",
-            Self::RevocationViewStale { .. } => "revocation_view_stale",
-            Self::Replayed { .. } => "replayed",
-            Self::ReplayCache(_) => "replay_cache_unavailable",
-            Self::MeasurementMismatch(_) => "measurement_mismatch",
+            Self::Malformed(_) => ErrorCode::Malformed,
+            Self::Oversize { .. } => ErrorCode::Oversize,
+            Self::WrongAlgorithm { .. } => ErrorCode::WrongAlgorithm,
+            Self::WrongType { .. } => ErrorCode::WrongType,
+            Self::UnknownKey { .. } => ErrorCode::UnknownKey,
+            Self::BadSignature => ErrorCode::BadSignature,
+            Self::WrongIssuer { .. } => ErrorCode::WrongIssuer,
+            Self::WrongAudience { .. } => ErrorCode::WrongAudience,
+            Self::NotYetValid { .. } => ErrorCode::NotYetValid,
+            Self::Expired { .. } => ErrorCode::Expired,
+            Self::ActionMismatch { .. } => ErrorCode::ActionMismatch,
+            Self::ResourceMismatch { .. } => ErrorCode::ResourceMismatch,
+            Self::ArgumentsMismatch { .. } => ErrorCode::ArgumentsMismatch,
+            Self::Arguments(_) => ErrorCode::ArgumentsInvalid,
+            Self::Revoked(_) => ErrorCode::Revoked,
+            Self::RevocationViewStale { .. } => ErrorCode::RevocationViewStale,
+            Self::Replayed { .. } => ErrorCode::Replayed,
+            Self::ReplayCache(_) => ErrorCode::ReplayCacheUnavailable,
+            Self::MeasurementMismatch(_) => ErrorCode::MeasurementMismatch,
         }
+    }
+
+    /// The stable snake_case code, for wire formats and exit messages.
+    pub const fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`Session`] per agent session, behind a check that every request carries a key.
 
 use axum::serve::ListenerExt as _;
+use clearance_model::ErrorCode;
 use std::sync::Arc;
 
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -92,7 +93,7 @@ async fn require_key(request: axum::extract::Request, next: axum::middleware::Ne
         "error": {
             "code": UNAUTHENTICATED,
             "message": "invalid_api_key: present your Clearance API key as `Authorization: Bearer <key>`",
-            "data": {"reason": "invalid_api_key"},
+            "data": {"reason": ErrorCode::InvalidApiKey},
         }
     });
     (

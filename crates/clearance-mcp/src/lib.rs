@@ -2,10 +2,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use clearance_enforce::{Admission, ControlPlaneClient, Pipeline, Refusal};
+use clearance_enforce::{Admission, ControlPlaneClient, NotAdmitted, Pipeline};
 use clearance_model::execution::{CompleteRequest, CompletionStatus};
 use clearance_model::wire::{AuthorizeRequest, PermittedRequest};
-use clearance_model::{Digest, ResourceRef, canonical_json};
+use clearance_model::{Digest, ErrorCode, ResourceRef, canonical_json};
 use rmcp::model::{CallToolResult, ClientNotification, ClientRequest, ContentBlock, ListToolsResult, ServerResult};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServiceExt as _};
@@ -66,7 +66,7 @@ pub struct Governor {
 /// Why a call was not forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     pub policies: Vec<String>,
 }
@@ -81,20 +81,20 @@ impl Denial {
         format!("clearance refused this call: {}: {}{policies}", self.code, self.message)
     }
 
-    fn from_refusal(r: Refusal) -> Self {
+    fn from_refusal(r: NotAdmitted) -> Self {
         match r {
-            Refusal::Denied {
+            NotAdmitted::Denied {
                 reasons,
                 message,
                 policies,
                 ..
             } => Self {
-                code: reasons.first().map_or("denied", |r| r.as_str()).to_owned(),
+                code: ErrorCode::of_deny(&reasons),
                 message,
                 policies,
             },
             other => Self {
-                code: other.code().to_owned(),
+                code: other.code(),
                 message: other.to_string(),
                 policies: Vec::new(),
             },
@@ -257,7 +257,7 @@ impl Proxy {
             }
             return Err(McpError::invalid_request(
                 format!("clearance does not forward `{method}` (allow it with --allow-method)"),
-                Some(json!({"reason": "method_not_allowed"})),
+                Some(json!({"reason": ErrorCode::MethodNotAllowed})),
             ));
         };
         let admission = match self.admit(agent, &action, &arguments).await {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::http::request::Parts;
 use clearance_enforce::{CallError, ControlPlaneClient};
+use clearance_model::ErrorCode;
 use clearance_model::{Digest, Role};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ClientNotification, ClientRequest,
@@ -43,7 +44,7 @@ pub(crate) enum Caller {
     Bearer,
 }
 
-fn refused(reason: &str, message: String) -> McpError {
+fn refused(reason: ErrorCode, message: String) -> McpError {
     McpError::new(
         rmcp::model::ErrorCode(UNAUTHENTICATED),
         format!("{reason}: {message}"),
@@ -58,7 +59,7 @@ fn caller_key(context: &RequestContext<RoleServer>) -> Result<String, McpError> 
         .get::<Parts>()
         .and_then(|parts| bearer(&parts.headers))
         .map(str::to_owned)
-        .ok_or_else(|| refused("invalid_api_key", "no API key on this request".into()))
+        .ok_or_else(|| refused(ErrorCode::InvalidApiKey, "no API key on this request".into()))
 }
 
 /// An agent's key, checked with the control plane: valid, and holding the agent role.
@@ -66,10 +67,10 @@ async fn check_agent(agent: &ControlPlaneClient) -> Result<(), McpError> {
     match agent.whoami().await {
         Ok(me) if me.roles.contains(&Role::Agent) => Ok(()),
         Ok(me) => Err(refused(
-            "unauthorized_role",
+            ErrorCode::UnauthorizedRole,
             format!("principal `{}` does not hold the agent role", me.id),
         )),
-        Err(CallError::Refused { code, message, .. }) => Err(refused(&code, message)),
+        Err(CallError::Refused { code, message, .. }) => Err(refused(code, message)),
         Err(e @ CallError::Unavailable(_)) => Err(McpError::internal_error(
             format!("{}: the API key cannot be checked: {e}", e.code()),
             Some(json!({"reason": e.code()})),
@@ -139,7 +140,7 @@ impl Session {
             .await?;
         if connected.key != digest {
             return Err(refused(
-                "invalid_api_key",
+                ErrorCode::InvalidApiKey,
                 "this session belongs to another API key".into(),
             ));
         }

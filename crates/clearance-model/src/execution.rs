@@ -145,9 +145,9 @@ pub struct RenewResponse {
     pub renewed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
-    /// Why not (a stable code such as `execution_revoked`, `parent_revoked`, `policy_denied`).
+    /// Why not (`execution_revoked`, `parent_revoked`, `policy_denied`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<crate::code::StopReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

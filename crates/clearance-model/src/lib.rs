@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod claims;
+pub mod code;
 pub mod environment;
 pub mod event;
 pub mod execution;
@@ -14,6 +15,7 @@ pub mod wire;
 
 pub use canonical::{CanonicalError, Digest, argument_digest, canonical_json};
 pub use claims::{ClearanceClaims, ResourceRef};
+pub use code::{ErrorCode, Refusal, StopReason};
 pub use ids::{ExecutionId, IdError, KeyId, LogIndex, PolicyVersion, PrincipalId};
 pub use reason::{Decision, DenyReason};
 pub use role::Role;

@@ -64,6 +64,26 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, in stage order.
+    pub const ALL: &'static [Self] = &[
+        Self::InvalidApiKey,
+        Self::UnauthorizedRole,
+        Self::InvalidRequest,
+        Self::NoActivePolicy,
+        Self::ParentInvalid,
+        Self::ParentRevoked,
+        Self::ScopeExceedsParent,
+        Self::LineageTooDeep,
+        Self::EnvironmentUnknown,
+        Self::EnvironmentUntrusted,
+        Self::AttestationStale,
+        Self::MeasurementMismatch,
+        Self::PolicyError,
+        Self::PolicyDenied,
+        Self::PolicyForbidden,
+        Self::AuditUnavailable,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidApiKey => "invalid_api_key",

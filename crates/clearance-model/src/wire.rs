@@ -98,7 +98,7 @@ pub struct ErrorBody {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ErrorDetail {
     /// Stable machine-readable code (a deny reason, or an API error code).
-    pub code: String,
+    pub code: crate::code::ErrorCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<DenyReason>,

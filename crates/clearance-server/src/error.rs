@@ -4,8 +4,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clearance_core::CoreError;
-use clearance_model::DenyReason;
 use clearance_model::wire::{ErrorBody, ErrorDetail};
+use clearance_model::{DenyReason, ErrorCode};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -41,9 +41,9 @@ pub(crate) fn status_of(e: &CoreError) -> StatusCode {
     }
 }
 
-fn detail(code: &str, message: String) -> ErrorDetail {
+fn detail(code: ErrorCode, message: String) -> ErrorDetail {
     ErrorDetail {
-        code: code.to_owned(),
+        code,
         message,
         reasons: Vec::new(),
         execution_id: None,
@@ -56,7 +56,7 @@ impl IntoResponse for ApiError {
         let (status, detail) = match self {
             Self::Core(e) => {
                 let status = status_of(&e);
-                let mut d = detail(e.code(), e.to_string());
+                let mut d = detail(e.error_code(), e.to_string());
                 d.reasons = match &e {
                     CoreError::InvalidApiKey => vec![DenyReason::InvalidApiKey],
                     CoreError::UnauthorizedRole { .. } => vec![DenyReason::UnauthorizedRole],
@@ -71,18 +71,18 @@ impl IntoResponse for ApiError {
                 }
                 (status, d)
             }
-            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, detail("invalid_request", message)),
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, detail(ErrorCode::InvalidRequest, message)),
             Self::RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
                 detail(
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     "too many invalid API keys from this address: try again later".into(),
                 ),
             ),
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 detail(
-                    "request_too_large",
+                    ErrorCode::RequestTooLarge,
                     format!(
                         "request body is larger than the limit of {} bytes",
                         clearance_model::limits::MAX_REQUEST_BYTES
@@ -107,13 +107,13 @@ pub(crate) async fn json_errors(response: Response) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("request_too_large", "request body is larger than the limit"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long and was abandoned"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send a JSON body"),
-        s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("invalid_request", "the request was rejected"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "this endpoint does not take that method"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::RequestTooLarge, "request body is larger than the limit"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long and was abandoned"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "send a JSON body"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::InvalidRequest, "the request was rejected"),
     };
     let mut out = (
         status,

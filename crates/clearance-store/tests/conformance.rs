@@ -25,7 +25,7 @@ use clearance_core::{
 use clearance_log::{MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
 use clearance_model::execution::{ExecutionState, RevocationKind, RevokeRequest, StartRequest};
 use clearance_model::wire::{AuthorizeRequest, CreatePrincipal, PolicyBundle};
-use clearance_model::{Decision, Digest, ExecutionId, LogIndex, Role, Timestamp};
+use clearance_model::{Decision, Digest, ExecutionId, LogIndex, Refusal, Role, Timestamp};
 use clearance_store::{PgOptions, PgStore, SqliteStore, StoreOptions};
 use serde_json::json;
 
@@ -301,7 +301,10 @@ async fn a_clearance_starts_once(b: Backend) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(()) => won += 1,
-            Err(CoreError::Refused { code: "replayed", .. }) => {}
+            Err(CoreError::Refused {
+                code: Refusal::Replayed,
+                ..
+            }) => {}
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
@@ -338,7 +341,10 @@ async fn a_refused_change_writes_nothing(b: Backend) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(false) => appended += 1,
-            Err(CoreError::Refused { code: "replayed", .. }) => {}
+            Err(CoreError::Refused {
+                code: Refusal::Replayed,
+                ..
+            }) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -349,7 +355,7 @@ async fn a_refused_change_writes_nothing(b: Backend) {
     assert!(matches!(
         refused.await,
         Err(CoreError::Refused {
-            code: "clearance_invalid",
+            code: Refusal::ClearanceInvalid,
             ..
         })
     ));
@@ -655,7 +661,10 @@ async fn single_use_holds_across_nodes(b: Backend) {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(()) => won += 1,
-                Err(CoreError::Refused { code: "replayed", .. }) => {}
+                Err(CoreError::Refused {
+                    code: Refusal::Replayed,
+                    ..
+                }) => {}
                 Err(e) => panic!("unexpected {e:?}"),
             }
         }

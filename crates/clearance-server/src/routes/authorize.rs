@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use clearance_model::DenyReason;
+use clearance_model::ErrorCode;
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, ErrorBody, ErrorDetail, PermittedRequest, PermittedResponse,
 };
@@ -105,8 +106,7 @@ pub(crate) async fn authorize(
                 code: response
                     .reasons
                     .first()
-                    .map_or("invalid_request", |r| r.as_str())
-                    .to_owned(),
+                    .map_or(ErrorCode::InvalidRequest, |r| ErrorCode::from(*r)),
                 message: response.message.unwrap_or_default(),
                 reasons: response.reasons,
                 execution_id: Some(response.execution_id),
