@@ -109,7 +109,8 @@ fn bench(c: &mut Criterion) {
                     Some(&policy),
                     NOW,
                 );
-                engine.issue(&caller, &req, &verdict, &id, LogIndex(42), NOW).unwrap()
+                let claims = engine.claims(&caller, &req, &verdict, &id, LogIndex(42), NOW).unwrap();
+                engine.signer().sign(&claims).unwrap()
             })
         });
         group.bench_function(format!("clearance_decide_only/{name}"), |bench| {

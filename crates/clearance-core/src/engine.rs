@@ -461,7 +461,9 @@ impl DecisionEngine {
 
     /// Stage 8: sign the clearance for an allowed request whose decision is durable at
     /// `log`. Refuses anything but an allow.
-    pub fn issue(
+    /// The claims a clearance for an allowed verdict carries, bound to the log entry at
+    /// `log`. Signs nothing; refuses any verdict but allow.
+    pub fn claims(
         &self,
         caller: &Caller,
         req: &AuthorizeRequest,
@@ -469,7 +471,7 @@ impl DecisionEngine {
         execution_id: &ExecutionId,
         log: LogIndex,
         now: Timestamp,
-    ) -> Result<(String, Timestamp), CoreError> {
+    ) -> Result<ClearanceClaims, CoreError> {
         let (Decision::Allow, Some(pol)) = (verdict.decision, verdict.policy_version) else {
             return Err(CoreError::Internal(
                 "refusing to sign a clearance for a request that was not allowed".into(),
@@ -497,11 +499,43 @@ impl DecisionEngine {
             dep: verdict.placement.as_ref().map_or(0, |p| p.depth),
             dlg: verdict.placement.as_ref().and_then(|p| p.delegation.clone()),
         };
+        Ok(claims)
+    }
+
+    /// Stage 8: sign the clearance of an allowed verdict. It takes a [`Recorded`] index,
+    /// which only the control plane makes, after the append that made the decision
+    /// durable answered: a clearance cannot be signed for a decision not in the log.
+    pub fn issue(
+        &self,
+        caller: &Caller,
+        req: &AuthorizeRequest,
+        verdict: &Verdict,
+        execution_id: &ExecutionId,
+        recorded: Recorded,
+        now: Timestamp,
+    ) -> Result<(String, Timestamp), CoreError> {
+        let claims = self.claims(caller, req, verdict, execution_id, recorded.index(), now)?;
         let token = self
             .signer
             .sign(&claims)
             .map_err(|e| CoreError::Internal(format!("signing: {e}")))?;
-        Ok((token, exp))
+        Ok((token, Timestamp(claims.exp)))
+    }
+}
+
+/// The log index of a decision entry that is durable: made by the control plane when
+/// the append that recorded the decision answered, and required to sign its clearance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded(LogIndex);
+
+impl Recorded {
+    /// Only after `append` or `append_change` answered that the entry is durable.
+    pub(crate) const fn durable(index: LogIndex) -> Self {
+        Self(index)
+    }
+
+    pub const fn index(self) -> LogIndex {
+        self.0
     }
 }
 

@@ -12,7 +12,7 @@ mod store;
 pub use apikey::{API_KEY_PREFIX, ApiKey, KeyHash};
 pub use engine::{
     AttestedEnvironment, Caller, DecisionEngine, EngineConfig, EnvironmentCheck, ParentCheck, ParentFacts, Placement,
-    Verdict,
+    Recorded, Verdict,
 };
 pub use environments::parse_attestation_key;
 pub use error::CoreError;

@@ -308,7 +308,8 @@ impl ControlPlane {
                 .map(|index| crate::store::Applied { index, parent: None }),
         };
         let applied = recorded.map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
-        let log_index = applied.index;
+        // The append answered: the decision entry is durable.
+        let log_index = crate::engine::Recorded::durable(applied.index);
         if applied.parent == Some(ExecutionState::Revoked) {
             // The parent was revoked after stage 4 checked it: the child is revoked before
             // its clearance leaves, so it cannot escape the cascade. If that revocation
@@ -337,7 +338,7 @@ impl ControlPlane {
             policies: verdict.policies,
             policy_version: verdict.policy_version,
             execution_id,
-            log_index: Some(log_index),
+            log_index: Some(log_index.index()),
             clearance,
             expires_at,
             message: verdict.message,

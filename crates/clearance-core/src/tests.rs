@@ -266,7 +266,17 @@ fn issue_signs_only_allows() {
         Some(&p),
         NOW,
     );
-    assert!(e.issue(&agent(), &req, &deny, &id, LogIndex(1), NOW).is_err());
+    assert!(
+        e.issue(
+            &agent(),
+            &req,
+            &deny,
+            &id,
+            crate::engine::Recorded::durable(LogIndex(1)),
+            NOW
+        )
+        .is_err()
+    );
     let req = request(json!({"amount": 5, "currency": "EUR"}));
     let allow = e.decide(
         &agent(),
@@ -276,7 +286,16 @@ fn issue_signs_only_allows() {
         Some(&p),
         NOW,
     );
-    let (token, exp) = e.issue(&agent(), &req, &allow, &id, LogIndex(1), NOW).unwrap();
+    let (token, exp) = e
+        .issue(
+            &agent(),
+            &req,
+            &allow,
+            &id,
+            crate::engine::Recorded::durable(LogIndex(1)),
+            NOW,
+        )
+        .unwrap();
     assert_eq!(exp, Timestamp(NOW.0 + 60));
     assert_eq!(token.split('.').count(), 3);
     assert_eq!(req.resource, ResourceRef::new("Tool", "stripe"));

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clearance_artifact::{Jwks, UnverifiedToken};
-use clearance_log::{Checkpoint, NoteVerifier, leaf_hash, verify_consistency, verify_inclusion};
+use clearance_log::{Checkpoint, NoteVerifier, VerifiedCheckpoint, leaf_hash, verify_consistency, verify_inclusion};
 use clearance_model::event::{DecisionEvent, Event};
 use clearance_model::wire::{EVIDENCE_FORMAT, EvidenceBundle};
 use clearance_model::{Decision, LogIndex, canonical_json};
@@ -31,7 +31,56 @@ pub struct EvidenceReport {
     pub consistent_with_trusted: Option<u64>,
     /// What happened after the decision, in log order: `started`, `renewed`,
     /// `completed: succeeded (exit 0)`, `revoked: <reason>`.
-    pub lifecycle: Vec<String>,
+    pub lifecycle: Vec<Step>,
+}
+
+/// One step of an execution's story, as the bundle's entries prove it. Shown (and
+/// serialized) as one line: `attested: ENV DIGEST`, `started`, `renewed`,
+/// `completed: STATUS (exit N)`, `revoked: REASON`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Attested {
+        environment: String,
+        measurement_digest: clearance_model::Digest,
+    },
+    Started,
+    Renewed,
+    Completed {
+        status: clearance_model::execution::CompletionStatus,
+        exit_code: Option<i32>,
+    },
+    Revoked {
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Attested {
+                environment,
+                measurement_digest,
+            } => write!(f, "attested: {environment} {measurement_digest}"),
+            Self::Started => f.write_str("started"),
+            Self::Renewed => f.write_str("renewed"),
+            Self::Completed { status, exit_code } => {
+                let status = serde_json::to_value(status).ok();
+                let status = status.as_ref().and_then(serde_json::Value::as_str).unwrap_or("?");
+                write!(f, "completed: {status}")?;
+                match exit_code {
+                    Some(c) => write!(f, " (exit {c})"),
+                    None => Ok(()),
+                }
+            }
+            Self::Revoked { reason } => write!(f, "revoked: {reason}"),
+        }
+    }
+}
+
+impl serde::Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// The first check that failed.
@@ -150,7 +199,10 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
                     && d.measurements == Some(measurement_digest)
                     && matches =>
                 {
-                    lifecycle.push(format!("attested: {environment} {measurement_digest}"));
+                    lifecycle.push(Step::Attested {
+                        environment,
+                        measurement_digest,
+                    });
                 }
                 _ => return Err(bad("an entry before the decision that is not its attestation".into())),
             }
@@ -159,26 +211,20 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
         }
         match event {
             Event::Decision(_) => {}
-            Event::ExecutionStarted { execution_id, .. } if ours(&execution_id) => lifecycle.push("started".to_owned()),
-            Event::ExecutionRenewed { execution_id, .. } if ours(&execution_id) => lifecycle.push("renewed".to_owned()),
+            Event::ExecutionStarted { execution_id, .. } if ours(&execution_id) => lifecycle.push(Step::Started),
+            Event::ExecutionRenewed { execution_id, .. } if ours(&execution_id) => lifecycle.push(Step::Renewed),
             Event::ExecutionCompleted {
                 execution_id,
                 status,
                 exit_code,
                 ..
-            } if ours(&execution_id) => {
-                let exit = exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default();
-                lifecycle.push(format!(
-                    "completed: {}{exit}",
-                    serde_json::json!(status).as_str().unwrap_or("?")
-                ));
-            }
+            } if ours(&execution_id) => lifecycle.push(Step::Completed { status, exit_code }),
             Event::Revocation {
                 kind: clearance_model::execution::RevocationKind::Execution,
                 id,
                 reason,
                 ..
-            } if id == bundle.execution_id.as_str() => lifecycle.push(format!("revoked: {reason}")),
+            } if id == bundle.execution_id.as_str() => lifecycle.push(Step::Revoked { reason }),
             _ => return Err(bad(format!("not an event of execution `{}`", bundle.execution_id))),
         }
         indexes.push(at);
@@ -255,7 +301,7 @@ fn check_clearance(token: &str, jwks: &Jwks, index: LogIndex, d: &DecisionEvent)
 fn check_trusted(
     note: &str,
     verifier: &NoteVerifier,
-    checkpoint: &Checkpoint,
+    checkpoint: &VerifiedCheckpoint,
     bundle: &EvidenceBundle,
 ) -> Result<u64, EvidenceError> {
     let bad = |m: String| EvidenceError::Consistency(m);
@@ -271,9 +317,9 @@ fn check_trusted(
         };
     }
     let (old, new) = if trusted.size < checkpoint.size {
-        (&trusted, checkpoint)
+        (trusted.checkpoint(), checkpoint.checkpoint())
     } else {
-        (checkpoint, &trusted)
+        (checkpoint.checkpoint(), trusted.checkpoint())
     };
     let c = bundle.consistency.as_ref().ok_or_else(|| {
         bad(format!(

@@ -16,7 +16,7 @@ mod verify;
 
 #[cfg(feature = "runtime")]
 pub use client::{CallError, ClientOptions, ControlPlaneClient};
-pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, verify_evidence};
+pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, Step, verify_evidence};
 pub use gate::Gate;
 pub use measure::{Measurer, Source};
 #[cfg(feature = "runtime")]

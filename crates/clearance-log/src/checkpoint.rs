@@ -69,7 +69,9 @@ impl Checkpoint {
     }
 
     /// Verify a checkpoint note with the log's key; the origin must be the key's name.
-    pub fn open(note: &str, verifier: &NoteVerifier) -> Result<Self, CheckpointError> {
+    /// The result is a different type from a parsed [`Checkpoint`]: code that must only
+    /// trust a signed tree head takes a [`VerifiedCheckpoint`].
+    pub fn open(note: &str, verifier: &NoteVerifier) -> Result<VerifiedCheckpoint, CheckpointError> {
         let text = verifier.verify(note)?;
         let checkpoint = Self::from_text(&text)?;
         if checkpoint.origin != verifier.name() {
@@ -78,6 +80,25 @@ impl Checkpoint {
                 want: verifier.name().to_owned(),
             });
         }
-        Ok(checkpoint)
+        Ok(VerifiedCheckpoint(checkpoint))
+    }
+}
+
+/// A checkpoint whose signature verified against the log's key: only
+/// [`Checkpoint::open`] makes one. Reads as the [`Checkpoint`] it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCheckpoint(Checkpoint);
+
+impl VerifiedCheckpoint {
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for VerifiedCheckpoint {
+    type Target = Checkpoint;
+
+    fn deref(&self) -> &Checkpoint {
+        &self.0
     }
 }

@@ -7,7 +7,7 @@ mod note;
 mod proof;
 mod tlog_proof;
 
-pub use checkpoint::{Checkpoint, CheckpointError};
+pub use checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
 pub use frontier::{append_nodes, frontier};
 pub use hash::{EMPTY_ROOT, Hash, MemoryTree, NodeId, NodeSource, RecordingSource, leaf_hash, node_hash, range_hash};
 pub use note::{NoteError, NoteSigner, NoteVerifier, SignedNote};

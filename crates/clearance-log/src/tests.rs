@@ -128,7 +128,7 @@ fn checkpoints_sign_open_and_parse_strictly() {
     let note = cp.sign(&s).unwrap();
     assert!(note.starts_with("clearance.test/log\n42\n"));
     let verifier = NoteVerifier::parse(&s.verifier().to_vkey()).unwrap();
-    assert_eq!(Checkpoint::open(&note, &verifier).unwrap(), cp);
+    assert_eq!(Checkpoint::open(&note, &verifier).unwrap().checkpoint(), &cp);
     let other = Checkpoint {
         origin: "elsewhere/log".into(),
         ..cp.clone()
@@ -174,8 +174,11 @@ fn tlog_proof_round_trip() {
     let parsed = TlogProof::parse(&text).unwrap();
     assert_eq!(parsed, proof);
     assert_eq!(
-        parsed.verify(&leaf_hash(&6u32.to_be_bytes()), &s.verifier()).unwrap(),
-        cp
+        parsed
+            .verify(&leaf_hash(&6u32.to_be_bytes()), &s.verifier())
+            .unwrap()
+            .checkpoint(),
+        &cp
     );
     assert!(parsed.verify(&leaf_hash(&7u32.to_be_bytes()), &s.verifier()).is_err());
 }

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
 use crate::hash::Hash;
 use crate::note::NoteVerifier;
 use crate::proof::{ProofError, verify_inclusion};
@@ -86,7 +86,7 @@ impl TlogProof {
     }
 
     /// Check the checkpoint with the log's key, then the inclusion of `leaf` in it.
-    pub fn verify(&self, leaf: &Hash, verifier: &NoteVerifier) -> Result<Checkpoint, TlogProofError> {
+    pub fn verify(&self, leaf: &Hash, verifier: &NoteVerifier) -> Result<VerifiedCheckpoint, TlogProofError> {
         let checkpoint = Checkpoint::open(&self.checkpoint, verifier)?;
         verify_inclusion(self.index, checkpoint.size, leaf, &self.proof, &checkpoint.root)?;
         Ok(checkpoint)
