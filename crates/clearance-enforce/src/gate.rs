@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::state::{ReplayCache, RevocationView};
-use crate::verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
+use clearance_verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
 
 #[derive(Debug)]
 pub struct Gate {

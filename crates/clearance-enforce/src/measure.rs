@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clearance_model::Digest;
 use clearance_model::environment::{Measurements, measurement_digest};
 
-use crate::verify::VerifyError;
+use clearance_verify::VerifyError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -15,7 +15,7 @@ use clearance_model::{ClearanceClaims, Decision, DenyReason, ErrorCode, Executio
 
 use crate::client::{CallError, ControlPlaneClient};
 use crate::gate::Gate;
-use crate::verify::{ExpectedCall, VerifiedClearance, VerifyError};
+use clearance_verify::{ExpectedCall, VerifiedClearance, VerifyError};
 
 /// An enforcement point's side of the control plane: the key that starts, renews and
 /// completes executions, and the local checks.

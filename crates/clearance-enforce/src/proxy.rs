@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::ControlPlaneClient;
 use crate::pipeline::{Admission, Call, NotAdmitted, Pipeline};
-use crate::verify::VerifyError;
+use clearance_verify::VerifyError;
 
 /// The header that carries a clearance: from the caller in verify mode, and always to
 /// the upstream, so it can check the clearance itself.

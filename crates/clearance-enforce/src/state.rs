@@ -13,7 +13,7 @@ use clearance_model::ClearanceClaims;
 use clearance_model::execution::{RevocationKind, RevocationRecord};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::verify::VerifyError;
+use clearance_verify::VerifyError;
 
 /// Consumed `jti`s, kept until their clearance expires, on disk so that a restart does
 /// not reopen a replay window. The file is an append-only list of `jti exp` lines,

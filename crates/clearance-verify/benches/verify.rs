@@ -10,8 +10,8 @@
 use std::hint::black_box;
 
 use clearance_artifact::{ClearanceSigner, Jwks};
-use clearance_enforce::{ExpectedCall, Verifier};
 use clearance_model::{ClearanceClaims, Digest, ExecutionId, LogIndex, PolicyVersion, ResourceRef, argument_digest};
+use clearance_verify::{ExpectedCall, Verifier};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::Signer as _;
 use serde_json::json;
