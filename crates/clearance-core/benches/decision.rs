@@ -59,13 +59,8 @@ fn engine() -> DecisionEngine {
         ClearanceSigner::generate().unwrap(),
         EngineConfig {
             issuer: "https://clearance.example".into(),
-            default_ttl_seconds: 60,
-            max_ttl_seconds: 300,
-            max_lineage_depth: 8,
-            lease_seconds: 30,
             require_environment: false,
-            attestation_freshness_seconds: 300,
-            challenge_ttl_seconds: 60,
+            ..EngineConfig::default()
         },
     )
 }

@@ -45,6 +45,23 @@ pub struct EngineConfig {
     pub challenge_ttl_seconds: u64,
 }
 
+impl Default for EngineConfig {
+    /// The documented defaults (README, Configuration), for an issuer at the default
+    /// listen address.
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:7700".to_owned(),
+            default_ttl_seconds: clearance_model::limits::DEFAULT_TTL_SECONDS,
+            max_ttl_seconds: clearance_model::limits::DEFAULT_MAX_TTL_SECONDS,
+            max_lineage_depth: clearance_model::execution::DEFAULT_MAX_LINEAGE_DEPTH,
+            lease_seconds: clearance_model::execution::DEFAULT_LEASE_SECONDS,
+            require_environment: true,
+            attestation_freshness_seconds: clearance_model::environment::DEFAULT_ATTESTATION_FRESHNESS_SECONDS,
+            challenge_ttl_seconds: clearance_model::environment::CHALLENGE_TTL_SECONDS,
+        }
+    }
+}
+
 /// What the control plane found about the request's target environment (stage 5 needs
 /// the registry; the rule itself stays pure).
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use clearance_artifact::ClearanceSigner;
-use clearance_core::{ControlPlane, DecisionEngine, EngineConfig, SystemClock};
+
 use clearance_store::{SqliteStore, StoreOptions};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
@@ -24,28 +23,9 @@ async fn harness() -> Harness {
     let store = SqliteStore::open(&dir.path().join("c.db"), StoreOptions::default())
         .await
         .unwrap();
-    let engine = DecisionEngine::new(
-        ClearanceSigner::generate().unwrap(),
-        EngineConfig {
-            issuer: "http://test".into(),
-            default_ttl_seconds: 60,
-            max_ttl_seconds: 300,
-            max_lineage_depth: 8,
-            lease_seconds: 30,
-            require_environment: false,
-            attestation_freshness_seconds: 300,
-            challenge_ttl_seconds: 60,
-        },
-    );
-    let plane = ControlPlane::new(
-        Arc::new(store),
-        engine,
-        clearance_artifact::SigningKey::from_bytes(&[5; 32]),
-        "clearance.test/log",
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
+    let plane = clearance_store::testkit::plane(Arc::new(store), "http://test")
+        .await
+        .unwrap();
     let admin = plane.bootstrap(None).await.unwrap().unwrap().expose().to_owned();
     Harness {
         app: router(AppState::new(plane)),

@@ -12,8 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clearance_artifact::{ClearanceSigner, SigningKey};
-use clearance_core::{ControlPlane, DecisionEngine, EngineConfig, LogAppend, LogPort, SystemClock};
+use clearance_core::{LogAppend, LogPort};
 use clearance_log::NodeId;
 use clearance_store::{SqliteStore, StoreOptions};
 
@@ -67,28 +66,9 @@ async fn main() {
     }
     println!("appended {entries} entries in {:.1} s", started.elapsed().as_secs_f64());
 
-    let engine = DecisionEngine::new(
-        ClearanceSigner::generate().unwrap(),
-        EngineConfig {
-            issuer: "http://bench".into(),
-            default_ttl_seconds: 60,
-            max_ttl_seconds: 300,
-            max_lineage_depth: 8,
-            lease_seconds: 30,
-            require_environment: false,
-            attestation_freshness_seconds: 300,
-            challenge_ttl_seconds: 60,
-        },
-    );
-    let plane = ControlPlane::new(
-        Arc::new(store.clone()),
-        engine,
-        SigningKey::from_bytes(&[5; 32]),
-        "bench/log",
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
+    let plane = clearance_store::testkit::plane(Arc::new(store.clone()), "http://bench")
+        .await
+        .unwrap();
 
     let mut x = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = || {

@@ -1,16 +1,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clearance_artifact::ClearanceSigner;
-use clearance_core::{
-    ApiKey, ClusterPort, ControlPlane, CoreError, DecisionEngine, EngineConfig, LogAppend, LogPort, StoreError,
-    SystemClock,
-};
+use clearance_core::{ApiKey, ClusterPort, ControlPlane, CoreError, LogAppend, LogPort, StoreError};
 use clearance_model::wire::{AuthorizeRequest, CreatePrincipal, PolicyBundle};
 use clearance_model::{Decision, DenyReason, Role, Timestamp};
 use serde_json::json;
 use sqlx::Connection as _;
 
+use crate::testkit::World;
 use crate::{SqliteStore, StoreOptions};
 
 const SCHEMA: &str = r#"
@@ -29,28 +26,9 @@ fn options() -> StoreOptions {
 }
 
 async fn plane(store: &SqliteStore) -> ControlPlane {
-    let engine = DecisionEngine::new(
-        ClearanceSigner::generate().unwrap(),
-        EngineConfig {
-            issuer: "http://test".into(),
-            default_ttl_seconds: 60,
-            max_ttl_seconds: 300,
-            max_lineage_depth: 8,
-            lease_seconds: 30,
-            require_environment: false,
-            attestation_freshness_seconds: 300,
-            challenge_ttl_seconds: 60,
-        },
-    );
-    ControlPlane::new(
-        Arc::new(store.clone()),
-        engine,
-        clearance_artifact::SigningKey::from_bytes(&[5; 32]),
-        "clearance.test/log",
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap()
+    crate::testkit::plane(Arc::new(store.clone()), "http://test")
+        .await
+        .unwrap()
 }
 
 fn refund(amount: i64) -> AuthorizeRequest {
@@ -166,32 +144,9 @@ async fn locked_database_means_audit_unavailable_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let store = SqliteStore::open(&path, options()).await.unwrap();
-    let cp = plane(&store).await;
-    let key = cp.bootstrap(None).await.unwrap().unwrap();
-    let admin = cp.authenticate(Some(key.expose())).await.unwrap();
-    cp.create_principal(
-        &admin,
-        &CreatePrincipal {
-            id: "bot".parse().unwrap(),
-            roles: vec![Role::Agent],
-        },
-    )
-    .await
-    .unwrap();
-    let issued = cp.issue_key(&admin, &"bot".parse().unwrap()).await.unwrap();
-    let bot = cp.authenticate(Some(&issued.key)).await.unwrap();
-    let v = cp
-        .push_policy(
-            &admin,
-            &PolicyBundle {
-                schema: SCHEMA.into(),
-                policies: POLICIES.into(),
-            },
-        )
+    let World { cp, bot, .. } = crate::testkit::world(plane(&store).await, SCHEMA, POLICIES)
         .await
-        .unwrap()
-        .version;
-    cp.activate_policy(&admin, &v).await.unwrap();
+        .unwrap();
 
     let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await

@@ -18,14 +18,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use clearance_artifact::ClearanceSigner;
-use clearance_core::{
-    Attestation, Caller, ChallengeRefusal, ControlPlane, CoreError, DecisionEngine, EngineConfig, EnvironmentRecord,
-    LogAppend, Store, StoreError, SystemClock,
-};
+use clearance_core::{Attestation, ChallengeRefusal, CoreError, EnvironmentRecord, LogAppend, Store, StoreError};
 use clearance_log::{MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
 use clearance_model::execution::{ExecutionState, RevocationKind, RevokeRequest, StartRequest};
-use clearance_model::wire::{AuthorizeRequest, CreatePrincipal, PolicyBundle};
-use clearance_model::{Decision, Digest, ExecutionId, LogIndex, Refusal, Role, Timestamp};
+use clearance_model::wire::{AuthorizeRequest, PolicyBundle};
+use clearance_model::{Decision, Digest, ExecutionId, LogIndex, Refusal, Timestamp};
+use clearance_store::testkit::{self, World};
 use clearance_store::{PgOptions, PgStore, SqliteStore, StoreOptions};
 use serde_json::json;
 
@@ -118,100 +116,26 @@ async fn drop_schema(url: &str, schema: &str) {
     }
 }
 
-/// A control plane over the store with an admin, an agent (`bot`), an enforcer and an
-/// active policy permitting refunds under 500.
-struct World {
-    cp: ControlPlane,
-    admin: Caller,
-    bot: Caller,
-    enforcer: Caller,
+/// The signing key every node of a test cluster shares.
+fn cluster_signer() -> ClearanceSigner {
+    ClearanceSigner::from_signing_key(clearance_artifact::SigningKey::from_bytes(&[7; 32]))
 }
 
+/// A control plane over the store, populated: admin, `bot`, `enforcer`, an active
+/// policy permitting refunds under 500.
 async fn world(store: Arc<dyn Store>) -> World {
-    let w = node(store).await;
-    let key = w.cp.bootstrap(None).await.unwrap().unwrap();
-    let admin = w.cp.authenticate(Some(key.expose())).await.unwrap();
-    let mut callers = Vec::new();
-    for (id, role) in [("bot", Role::Agent), ("enforcer", Role::Enforcer)] {
-        w.cp.create_principal(
-            &admin,
-            &CreatePrincipal {
-                id: id.parse().unwrap(),
-                roles: vec![role],
-            },
-        )
+    let cp = testkit::plane_with(store, cluster_signer(), "http://conformance.test")
         .await
         .unwrap();
-        let issued = w.cp.issue_key(&admin, &id.parse().unwrap()).await.unwrap();
-        callers.push(w.cp.authenticate(Some(&issued.key)).await.unwrap());
-    }
-    let version =
-        w.cp.push_policy(
-            &admin,
-            &PolicyBundle {
-                schema: SCHEMA.into(),
-                policies: POLICIES.into(),
-            },
-        )
-        .await
-        .unwrap()
-        .version;
-    w.cp.activate_policy(&admin, &version).await.unwrap();
-    let enforcer = callers.pop().unwrap();
-    let bot = callers.pop().unwrap();
-    World {
-        cp: w.cp,
-        admin,
-        bot,
-        enforcer,
-    }
+    testkit::world(cp, SCHEMA, POLICIES).await.unwrap()
 }
 
-/// A control plane over the store, with the signing and log keys every node of a
-/// cluster shares; callers are those of the world already in the store.
-async fn node(store: Arc<dyn Store>) -> World {
-    let engine = DecisionEngine::new(
-        ClearanceSigner::from_signing_key(clearance_artifact::SigningKey::from_bytes(&[7; 32])),
-        EngineConfig {
-            issuer: "http://conformance.test".into(),
-            default_ttl_seconds: 60,
-            max_ttl_seconds: 300,
-            max_lineage_depth: 8,
-            lease_seconds: 30,
-            require_environment: false,
-            attestation_freshness_seconds: 300,
-            challenge_ttl_seconds: 60,
-        },
-    );
-    let cp = ControlPlane::new(
-        store,
-        engine,
-        clearance_artifact::SigningKey::from_bytes(&[5; 32]),
-        "conformance.test/log",
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let nobody = Caller {
-        id: "nobody".parse().unwrap(),
-        roles: Vec::new(),
-    };
-    World {
-        cp,
-        admin: nobody.clone(),
-        bot: nobody.clone(),
-        enforcer: nobody,
-    }
-}
-
-/// Another node of `w`'s cluster: the same callers, its own control plane.
+/// Another node of `w`'s cluster, over `store`.
 async fn second_node(w: &World, store: Arc<dyn Store>) -> World {
-    World {
-        admin: w.admin.clone(),
-        bot: w.bot.clone(),
-        enforcer: w.enforcer.clone(),
-        ..node(store).await
-    }
+    let cp = testkit::plane_with(store, cluster_signer(), "http://conformance.test")
+        .await
+        .unwrap();
+    w.node(cp)
 }
 
 /// A refund that may delegate `depth` more levels.
