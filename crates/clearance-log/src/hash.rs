@@ -83,13 +83,15 @@ impl MemoryTree {
             if self.levels.len() == level {
                 self.levels.push(Vec::new());
             }
-            let nodes = &mut self.levels[level];
+            let Some(nodes) = self.levels.get_mut(level) else {
+                return;
+            };
             nodes.push(hash);
-            let n = nodes.len();
-            if !n.is_multiple_of(2) {
-                break;
+            // A level with an even count just completed a pair: hash it one level up.
+            match nodes.as_slice() {
+                [.., left, right] if nodes.len().is_multiple_of(2) => hash = node_hash(left, right),
+                _ => break,
             }
-            hash = node_hash(&nodes[n - 2], &nodes[n - 1]);
             level += 1;
         }
     }

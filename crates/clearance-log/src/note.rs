@@ -58,8 +58,9 @@ fn key_id(name: &str, key: &VerifyingKey) -> u32 {
     h.update(name.as_bytes());
     h.update([b'\n', ED25519]);
     h.update(key.as_bytes());
-    let d = h.finalize();
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+    let d: [u8; 32] = h.finalize().into();
+    let [a, b, c, e, ..] = d;
+    u32::from_be_bytes([a, b, c, e])
 }
 
 impl SignedNote {
@@ -96,13 +97,13 @@ impl SignedNote {
                 .ok_or_else(|| bad("a signature line has no signature"))?;
             check_name(name)?;
             let raw = STANDARD.decode(b64).map_err(|_| bad("a signature is not base64"))?;
-            if raw.len() < 5 {
+            let Some(([a, b, c, d], signature)) = raw.split_first_chunk::<4>().filter(|(_, s)| !s.is_empty()) else {
                 return Err(bad("a signature is shorter than its key id"));
-            }
+            };
             signatures.push(NoteSignature {
                 name: name.to_owned(),
-                key_id: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
-                signature: raw[4..].to_vec(),
+                key_id: u32::from_be_bytes([*a, *b, *c, *d]),
+                signature: signature.to_vec(),
             });
             if signatures.len() > MAX_SIGNATURES {
                 return Err(bad("too many signatures"));

@@ -194,10 +194,11 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
     if proof.len() != want {
         return Err(ProofError::WrongProofSize { got: proof.len(), want });
     }
-    let (seed, rest): (&[u8], &[P]) = if seeded {
-        (first_root, proof)
-    } else {
-        (proof[0].as_ref(), &proof[1..])
+    let (seed, rest): (&[u8], &[P]) = match proof.split_first() {
+        _ if seeded => (first_root, proof),
+        Some((seed, rest)) => (seed.as_ref(), rest),
+        // `want` is at least 1 when not seeded, so the length check above rules this out.
+        None => return Err(ProofError::WrongProofSize { got: 0, want }),
     };
     let (mut f, mut s) = (first - 1, second - 1);
     // Skip the levels inside the first tree's rightmost perfect subtree.

@@ -165,7 +165,7 @@ pub fn verify_evidence(bundle: &EvidenceBundle, trust: &EvidenceTrust) -> Result
         })?;
         events.push((e.index, event));
     }
-    if events.windows(2).any(|w| w[0].0 >= w[1].0) {
+    if events.windows(2).any(|w| matches!(w, [(a, _), (b, _)] if a >= b)) {
         return Err(EvidenceError::Format("entries are not in log order".into()));
     }
     let mut decisions = events.iter().filter_map(|(i, ev)| match ev {
