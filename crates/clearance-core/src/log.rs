@@ -17,6 +17,9 @@ use crate::error::CoreError;
 use crate::service::{ControlPlane, require};
 use crate::store::StoredCheckpoint;
 
+/// How long a node without the checkpointer role waits for a checkpoint it needs.
+pub const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most entries one `log_entries` call returns.
 pub const MAX_ENTRIES_PER_PAGE: u64 = 1000;
 
@@ -148,17 +151,44 @@ impl ControlPlane {
         Ok(checkpoint)
     }
 
-    /// `checkpoint` on request of a caller: auditors and admins may ask for one.
+    /// A checkpoint of the log as it is now, on request of an auditor or admin.
     pub async fn checkpoint_for(&self, caller: &Caller) -> Result<StoredCheckpoint, CoreError> {
         require(caller, &[Role::Auditor, Role::Admin])?;
-        self.checkpoint().await
+        let size = self.store.log_size().await?;
+        self.checkpoint_covering(size).await
     }
 
     /// The latest signed checkpoint, signing the first one if there is none.
     pub async fn latest_checkpoint(&self) -> Result<StoredCheckpoint, CoreError> {
         match self.store.latest_checkpoint().await? {
             Some(c) => Ok(c),
-            None => self.checkpoint().await,
+            None => self.checkpoint_covering(0).await,
+        }
+    }
+
+    /// A checkpoint of at least `size` entries. Only the node holding the checkpointer
+    /// role signs (one node at a time across a cluster); another node waits for the
+    /// holder's next checkpoint, which it signs within a checkpoint interval of the log
+    /// growing, for up to [`CHECKPOINT_WAIT`].
+    pub async fn checkpoint_covering(&self, size: u64) -> Result<StoredCheckpoint, CoreError> {
+        if self.store.hold_checkpointer().await? {
+            return self.checkpoint().await;
+        }
+        let deadline = tokio::time::Instant::now() + CHECKPOINT_WAIT;
+        loop {
+            if let Some(latest) = self.store.latest_checkpoint().await?
+                && latest.size >= size
+            {
+                return Ok(latest);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CoreError::StorageUnavailable(format!(
+                    "no checkpoint covers {size} entries yet: the node holding the checkpointer role has not signed one \
+                     within {} s",
+                    CHECKPOINT_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -236,7 +266,7 @@ impl ControlPlane {
             .ok_or_else(|| CoreError::NotFound(format!("execution `{execution}`")))?;
         let mut checkpoint = self.latest_checkpoint().await?;
         if checkpoint.size <= last {
-            checkpoint = self.checkpoint().await?;
+            checkpoint = self.checkpoint_covering(last + 1).await?;
         }
         let mut out = Vec::with_capacity(entries.len());
         for (index, entry) in entries {

@@ -516,3 +516,172 @@ pub fn start_cluster(dir: &Path, url: &str, schema: &str, origin: &str, count: u
     nodes.extend(dirs[1..].iter().map(|d| Server::start_in(d, &args)));
     nodes
 }
+
+/// Agents authorizing until stopped, spread over `urls` (a client whose node fails goes
+/// on with the next), and an auditor saving every checkpoint it reads: what the crash and
+/// cluster tests put a control plane through while they kill it.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// `(log index, execution id)` of every decision answered with a clearance.
+    pub answered: Arc<Mutex<Vec<(u64, String)>>>,
+    /// Every checkpoint note read.
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Load {
+    /// `clients` agents with `key`, each request's arguments `arguments(n)`.
+    pub fn start(urls: &[String], key: &str, clients: usize, arguments: fn(usize) -> Value) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+        let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+        let http = || {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap()
+        };
+        let mut threads = Vec::new();
+        for client in 0..clients {
+            let (urls, key, stop, answered) = (urls.to_vec(), key.to_owned(), Arc::clone(&stop), Arc::clone(&answered));
+            threads.push(std::thread::spawn(move || {
+                let http = http();
+                let mut n = client;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let body = json!({"action": "refund", "resource": {"type": "Tool", "id": "t"},
+                                      "arguments": arguments(n)});
+                    let url = &urls[n % urls.len()];
+                    let Ok(res) = http
+                        .post(format!("{url}/v1/authorize"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                    else {
+                        continue;
+                    };
+                    let Ok(v) = res.json::<Value>() else { continue };
+                    if v["clearance"].is_string() {
+                        answered.lock().unwrap().push((
+                            v["log_index"].as_u64().unwrap(),
+                            v["execution_id"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }));
+        }
+        let (urls, stop_notes, saved) = (urls.to_vec(), Arc::clone(&stop), Arc::clone(&notes));
+        threads.push(std::thread::spawn(move || {
+            let http = http();
+            let mut i = 0;
+            while !stop_notes.load(Ordering::Relaxed) {
+                i += 1;
+                // Asking for a fresh one (auditor key) where allowed, else the latest.
+                let url = &urls[i % urls.len()];
+                if let Ok(r) = http
+                    .post(format!("{url}/v1/log/checkpoint"))
+                    .bearer_auth(ADMIN_KEY)
+                    .send()
+                    && r.status().is_success()
+                    && let Ok(t) = r.text()
+                {
+                    saved.lock().unwrap().push(t);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+        Self {
+            stop,
+            threads,
+            answered,
+            notes,
+        }
+    }
+
+    /// Stop every client and wait for them.
+    pub fn stop(self) -> (Vec<(u64, String)>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let answered = self.answered.lock().unwrap().clone();
+        let notes = self.notes.lock().unwrap().clone();
+        (answered, notes)
+    }
+}
+
+/// Every answered clearance is in the log at its index, once, with a valid inclusion
+/// proof under `last`; and every checkpoint seen is consistent with `last`. Reads
+/// through `via`.
+pub fn assert_all_proven(
+    via: &Server,
+    answered: &[(u64, String)],
+    notes: &[String],
+    verifier: &clearance_log::NoteVerifier,
+    last: &clearance_log::Checkpoint,
+) {
+    use base64::Engine as _;
+    let decode = |list: &Value| -> Vec<Vec<u8>> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(h.as_str().unwrap())
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert!(
+        answered.len() > 50,
+        "too little load to mean anything: {}",
+        answered.len()
+    );
+    let mut indexes: Vec<u64> = answered.iter().map(|a| a.0).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), answered.len(), "two answers share a log index");
+    // Every index from 0 to the size is there exactly once.
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    while (entries.len() as u64) < last.size {
+        let start = entries.len() as u64;
+        let end = (start + 1000).min(last.size);
+        let (_, page) = via.call(
+            "GET",
+            &format!("/v1/log/entries?start={start}&end={end}"),
+            Some(ADMIN_KEY),
+            None,
+        );
+        for (i, e) in page["entries"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                e["index"].as_u64(),
+                Some(start + i as u64),
+                "gap or duplicate at {}",
+                start + i as u64
+            );
+            let bytes = base64::engine::general_purpose::STANDARD.decode(e["entry"].as_str().unwrap());
+            entries.push(bytes.unwrap());
+        }
+    }
+    for (index, id) in answered {
+        let entry = &entries[usize::try_from(*index).unwrap()];
+        let event: Value = serde_json::from_slice(entry).unwrap();
+        assert_eq!(event["execution_id"].as_str(), Some(id.as_str()), "entry {index}");
+        assert_eq!(event["decision"], "allow");
+        let path = format!("/v1/log/proof/inclusion?index={index}&size={}", last.size);
+        let (_, p) = via.call("GET", &path, None, None);
+        let leaf = clearance_log::leaf_hash(entry);
+        clearance_log::verify_inclusion(*index, last.size, &leaf, &decode(&p["proof"]), &last.root).unwrap();
+    }
+    assert!(!notes.is_empty());
+    for note in notes {
+        let cp = clearance_log::Checkpoint::open(note, verifier).unwrap();
+        if cp.size == 0 || cp.size == last.size {
+            continue;
+        }
+        let path = format!("/v1/log/proof/consistency?from={}&to={}", cp.size, last.size);
+        let (_, c) = via.call("GET", &path, None, None);
+        clearance_log::verify_consistency(cp.size, last.size, &cp.root, &last.root, &decode(&c["proof"])).unwrap();
+    }
+}
