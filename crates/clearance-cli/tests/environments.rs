@@ -405,6 +405,14 @@ fn quarantine_stops_a_running_exec_and_denies_new_requests() {
     assert_eq!(reason(&denied), "environment_untrusted", "{denied}");
     let out = e.cli(ADMIN_KEY, &["env", "release", "runner-1"]);
     assert_eq!(code(&out), 0);
+    // The attestation from before the quarantine does not count any more.
+    let (_, stale) = e.authorize(e.exec_request(&["sh"]));
+    assert_eq!(reason(&stale), "attestation_stale", "{stale}");
+    assert!(
+        stale["message"].as_str().unwrap().contains("released from quarantine"),
+        "{stale}"
+    );
+    assert_eq!(code(&e.attest("runner-1")), 0);
     let (_, allowed) = e.authorize(e.exec_request(&["sh"]));
     assert_eq!(allowed["decision"], "allow", "{allowed}");
 }

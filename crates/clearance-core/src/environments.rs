@@ -125,6 +125,7 @@ impl ControlPlane {
             quarantined: false,
             quarantine_reason: None,
             attestation: None,
+            released: None,
         };
         let event = Event::EnvironmentRegistered {
             time: now.seconds(),
@@ -355,9 +356,19 @@ impl ControlPlane {
         let freshness = self.engine.config().attestation_freshness_seconds;
         let Some(a) = env.attestation.filter(|a| a.time.plus_seconds(freshness) > now) else {
             return Ok(EnvironmentCheck::Stale(format!(
-                "environment `{id}` has no attestation from the last {freshness} s"
+                "environment `{id}` has no attestation from the last {freshness} s: run `clearance env attest` \
+                 on it (add --every to keep it fresh)"
             )));
         };
+        // What was attested before a quarantine says nothing about the environment now.
+        if let Some(released) = env.released
+            && a.log_index < released
+        {
+            return Ok(EnvironmentCheck::Stale(format!(
+                "environment `{id}` was released from quarantine (log entry {released}) and has not attested since: \
+                 run `clearance env attest` on it"
+            )));
+        }
         // Against the expectations as they are now (they may have changed since).
         let mismatched = mismatches(&env.expect, &a.measurements);
         if !mismatched.is_empty() {

@@ -224,6 +224,8 @@ pub struct EnvironmentRecord {
     pub quarantined: bool,
     pub quarantine_reason: Option<String>,
     pub attestation: Option<Attestation>,
+    /// The log index of the entry that last released it from quarantine.
+    pub released: Option<LogIndex>,
 }
 
 /// An accepted attestation as stored (freshness is the control plane's to judge).
@@ -335,7 +337,8 @@ pub trait EnvironmentPort: Send + Sync {
     async fn update_environment(&self, env: &EnvironmentRecord, event: LogAppend) -> Result<LogIndex, StoreError>;
     async fn environment(&self, id: &str) -> Result<Option<EnvironmentRecord>, StoreError>;
     async fn list_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError>;
-    /// Lift a quarantine and append `event` (quarantine itself is a revocation).
+    /// Lift a quarantine and append `event` (quarantine itself is a revocation); the
+    /// event's index becomes the record's `released`.
     async fn release_environment(&self, id: &str, event: LogAppend) -> Result<LogIndex, StoreError>;
     async fn save_challenge(&self, environment: &str, nonce: &str, expires: Timestamp) -> Result<(), StoreError>;
     /// Consume the challenge (unused, unexpired at `attestation.time`, for this

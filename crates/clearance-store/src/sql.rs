@@ -633,7 +633,7 @@ macro_rules! store_impl {
 
         const ENV_COLUMNS: &str = "id, attestation_key, expect, labels, quarantined_at, quarantine_reason, \
                                    attested_at, measurements, measurement_digest, matches, mismatched, \
-                                   attestation_log_index";
+                                   attestation_log_index, released_log_index";
 
         fn environment_row(r: &DbRow) -> Result<EnvironmentRecord, StoreError> {
             let s = |n: &str| r.try_get::<String, _>(n).map_err(unavailable);
@@ -667,6 +667,9 @@ macro_rules! store_impl {
                 quarantined: oi("quarantined_at")?.is_some(),
                 quarantine_reason: os("quarantine_reason")?,
                 attestation,
+                released: oi("released_log_index")?
+                    .map(|i| uint(i, "log index").map(LogIndex))
+                    .transpose()?,
             })
         }
 
@@ -733,7 +736,15 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound(format!("environment `{id}`")));
                 }
-                commit_with_event(tx, &event).await
+                let idx = append_leaves(&mut tx, &[&event]).await?;
+                sqlx::query("UPDATE environments SET released_log_index = $1 WHERE id = $2")
+                    .bind(int(idx)?)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(LogIndex(idx))
             }
 
             async fn save_challenge(&self, environment: &str, nonce: &str, expires: Timestamp) -> Result<(), StoreError> {

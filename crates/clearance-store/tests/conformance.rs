@@ -465,6 +465,7 @@ async fn challenges_are_single_use(b: Backend) {
             quarantined: false,
             quarantine_reason: None,
             attestation: None,
+            released: None,
         };
         b.store
             .create_environment(&env, LogAppend { time: t, ..entry(0) })
@@ -479,6 +480,7 @@ async fn challenges_are_single_use(b: Backend) {
         quarantined: false,
         quarantine_reason: None,
         attestation: None,
+        released: None,
     };
     let again = b.store.create_environment(&twin, entry(0)).await;
     assert!(matches!(again, Err(StoreError::Exists(_))), "{again:?}");
