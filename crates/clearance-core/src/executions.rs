@@ -402,6 +402,13 @@ impl ControlPlane {
     ) -> Result<Vec<RevocationRecord>, CoreError> {
         let now = self.clock.now();
         let mut tx = self.store.begin_revocation().await.map_err(audit)?;
+        // A signing key is known if it is this control plane's, or signed a clearance.
+        if kind == RevocationKind::SigningKey
+            && id != self.engine.signer().kid()
+            && tx.executions_of(kind, id).await.map_err(audit)?.is_empty()
+        {
+            return Err(CoreError::NotFound(format!("signing key `{id}`")));
+        }
         let records = plan_revocation(tx.as_mut(), by, kind, id, reason, now).await?;
         tx.commit().await.map_err(audit)?;
         if let Some(last) = records.last() {

@@ -95,6 +95,36 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every request body the API takes is JSON: a body sent as anything else is refused
+/// (`415 unsupported_media_type`) before it is read, rather than parsed regardless.
+pub(crate) async fn require_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|l| l.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/json" || (v.starts_with("application/") && v.ends_with("+json")));
+    if has_body && !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(ErrorBody {
+                error: detail(
+                    ErrorCode::UnsupportedMediaType,
+                    "send the request body as `Content-Type: application/json`".to_owned(),
+                ),
+            }),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// Rewrite any error response that is not already JSON (the framework's own 404, 405,
 /// 413, 408, a caught panic's 500) into the stable error body.
 pub(crate) async fn json_errors(response: Response) -> Response {

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::log::routes())
         .merge(routes::meta::routes())
         .fallback(routes::meta::not_found)
+        .layer(axum::middleware::from_fn(error::require_json))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TimeoutLayer::with_status_code(

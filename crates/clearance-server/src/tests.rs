@@ -54,6 +54,54 @@ impl Harness {
     }
 }
 
+/// A JSON body sent as something else is refused before it is parsed.
+#[tokio::test]
+async fn bodies_must_be_declared_json() {
+    let h = harness().await;
+    let body = r#"{"id": "bot", "roles": ["agent"]}"#;
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/v1/principals")
+            .header(header::AUTHORIZATION, format!("Bearer {}", h.admin))
+            .header(header::CONTENT_LENGTH, body.len());
+        if let Some(t) = content_type {
+            req = req.header(header::CONTENT_TYPE, t);
+        }
+        let res = h
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["code"], "unsupported_media_type");
+    }
+    let (status, _) = h.call("POST", "/v1/principals", Some(&h.admin), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "the same body as JSON is taken");
+    let (status, listed) = h.call("GET", "/v1/principals", Some(&h.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["principals"].as_array().map(Vec::len), Some(2), "{listed}");
+}
+
+/// Only signing keys this control plane knows can be revoked.
+#[tokio::test]
+async fn revoking_an_unknown_signing_key_is_not_found() {
+    let h = harness().await;
+    let (status, body) = h
+        .call("POST", "/v1/signing-keys/no-such-kid/revoke", Some(&h.admin), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{body}"
+    );
+    let (_, revocations) = h.call("GET", "/v1/revocations?since=0", Some(&h.admin), None).await;
+    assert_eq!(revocations["revocations"], serde_json::json!([]), "nothing recorded");
+}
+
 #[tokio::test]
 async fn every_error_is_a_json_body() {
     let h = harness().await;
