@@ -18,6 +18,10 @@ pub const MAX_PRINCIPAL_ID_BYTES: usize = 128;
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Largest policy bundle (schema plus policies) accepted on push.
 pub const MAX_POLICY_BUNDLE_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of brackets (parentheses, set literals, records, type arguments) in a
+/// policy or schema text, checked before parsing: Cedar's parser and validator recurse
+/// per level, and a few dozen levels overflow a thread's stack.
+pub const MAX_POLICY_NESTING: usize = 24;
 /// Default clearance lifetime.
 pub const DEFAULT_TTL_SECONDS: u64 = 60;
 /// Default upper bound on a requested clearance lifetime.

@@ -9,7 +9,7 @@ use cedar_policy::{
 };
 use clearance_model::canonical::{Digest, canonical_json};
 use clearance_model::ids::PolicyVersion;
-use clearance_model::limits::MAX_POLICY_BUNDLE_BYTES;
+use clearance_model::limits::{MAX_POLICY_BUNDLE_BYTES, MAX_POLICY_NESTING};
 use clearance_model::wire::PolicyBundle;
 
 use crate::PRINCIPAL_TYPE;
@@ -28,6 +28,12 @@ pub enum PolicyError {
     Validation(Vec<String>),
     #[error("{0}")]
     Unsupported(String),
+    #[error("the {what} nest brackets more than {max} deep (line {line})")]
+    TooDeep {
+        what: &'static str,
+        line: usize,
+        max: usize,
+    },
 }
 
 impl PolicyError {
@@ -37,6 +43,62 @@ impl PolicyError {
             Self::Schema(m) | Self::Parse(m) | Self::Validation(m) => m.clone(),
             other => vec![other.to_string()],
         }
+    }
+}
+
+/// Refuse text that nests any of `opening` brackets deeper than [`MAX_POLICY_NESTING`],
+/// before any parser sees it. Strings and `//` comments are skipped.
+fn check_nesting(what: &'static str, text: &str, opening: &str) -> Result<(), PolicyError> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '"' => {
+                // A string literal, with backslash escapes.
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        '\n' => line += 1,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            c if opening.contains(c) => {
+                depth += 1;
+                if depth > MAX_POLICY_NESTING {
+                    return Err(PolicyError::TooDeep {
+                        what,
+                        line,
+                        max: MAX_POLICY_NESTING,
+                    });
+                }
+            }
+            ')' | '}' | ']' | '>' => depth = depth.saturating_sub(usize::from(opening.contains(matching(c)))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The opening bracket a closing one ends.
+const fn matching(close: char) -> char {
+    match close {
+        ')' => '(',
+        '}' => '{',
+        ']' => '[',
+        _ => '<',
     }
 }
 
@@ -77,6 +139,8 @@ impl CompiledPolicy {
                 max: MAX_POLICY_BUNDLE_BYTES,
             });
         }
+        check_nesting("schema", &bundle.schema, "({[<")?;
+        check_nesting("policies", &bundle.policies, "({[")?;
         let version = policy_version(bundle)?;
         let (schema, _warnings) =
             Schema::from_cedarschema_str(&bundle.schema).map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;

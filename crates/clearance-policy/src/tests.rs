@@ -376,3 +376,68 @@ proptest! {
         }
     }
 }
+
+/// Nesting that would overflow the parser's stack is refused before parsing, wherever it
+/// is (parentheses, set literals, records, type arguments); strings and comments do not
+/// count, and the deepest allowed nesting still compiles.
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    use clearance_model::limits::MAX_POLICY_NESTING;
+    let deep = 10_000;
+    let policy = |expr: String| {
+        bundle(
+            SCHEMA,
+            &format!("permit(principal, action == Action::\"refund\", resource) when {{ {expr} }};"),
+        )
+    };
+    for (b, what) in [
+        (
+            policy(format!("{}1{} == 1", "(".repeat(deep), ")".repeat(deep))),
+            "policies",
+        ),
+        (
+            policy(format!("{}1{} == 1", "[".repeat(deep), "]".repeat(deep))),
+            "policies",
+        ),
+        (
+            bundle(
+                &format!(
+                    "entity Agent; entity Tool; type T = {}Long{};",
+                    "Set<".repeat(deep),
+                    ">".repeat(deep)
+                ),
+                "",
+            ),
+            "schema",
+        ),
+    ] {
+        match CompiledPolicy::compile(&b) {
+            Err(PolicyError::TooDeep {
+                what: got,
+                line: 1,
+                max,
+            }) => {
+                assert_eq!((got, max), (what, MAX_POLICY_NESTING));
+            }
+            other => panic!("{what}: {:?}", other.map(|_| ())),
+        }
+    }
+    // Brackets inside strings and comments are not nesting.
+    let quoted = policy(format!(
+        "context.arguments.currency == \"{}\" // {}\n",
+        "(".repeat(100),
+        "[".repeat(100)
+    ));
+    assert!(!matches!(
+        CompiledPolicy::compile(&quoted),
+        Err(PolicyError::TooDeep { .. })
+    ));
+    let limit = MAX_POLICY_NESTING - 1;
+    let allowed = policy(format!(
+        "context.arguments.amount == {}1{}",
+        "(".repeat(limit),
+        ")".repeat(limit)
+    ));
+    let compiled = CompiledPolicy::compile(&allowed);
+    assert!(compiled.is_ok(), "{:?}", compiled.map(|_| ()));
+}
