@@ -52,3 +52,34 @@ fn deeply_nested_policies_and_schemas_are_refused_not_fatal() {
         assert_eq!(status, 200, "the server must still be alive");
     }
 }
+
+/// About 50 bad keys from one address used to make every request from it 429 for 60 s,
+/// admin and agents included, with no `Retry-After`. Now only the bad keys are slowed.
+#[test]
+fn a_flood_of_bad_keys_does_not_lock_out_good_ones() {
+    let server = Server::start();
+    let agent = server.agent("bot");
+    let http = reqwest::blocking::Client::new();
+    let mut last = None;
+    for _ in 0..80 {
+        let res = http
+            .get(format!("{}/v1/whoami", server.url))
+            .bearer_auth("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            .send()
+            .unwrap();
+        last = Some((res.status().as_u16(), res.headers().get("retry-after").cloned()));
+    }
+    let (status, retry_after) = last.unwrap();
+    assert_eq!(status, 429);
+    let seconds: u64 = retry_after
+        .expect("a 429 carries Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&seconds), "{seconds}");
+    for key in [ADMIN_KEY, agent.as_str()] {
+        let (status, body) = server.call("GET", "/v1/whoami", Some(key), None);
+        assert_eq!(status, 200, "{body}");
+    }
+}

@@ -26,17 +26,19 @@ impl FromRequestParts<AppState> for Authenticated {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         let limiter = &state.inner.limiter;
-        if limiter.blocked(ip) {
-            return Err(ApiError::RateLimited);
-        }
         let presented = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
+        // A valid key always gets through: a flood of bad keys from an address (or one
+        // sharing its NAT) must not lock out the good ones. Only the bad keys are slowed.
         match state.plane().authenticate(presented).await {
             Ok(caller) => Ok(Self(caller)),
             Err(CoreError::InvalidApiKey) => {
+                if let Some(retry_after) = limiter.blocked(ip) {
+                    return Err(ApiError::RateLimited { retry_after });
+                }
                 state.metrics().auth_failure();
                 limiter.record_failure(ip);
                 tracing::info!(%ip, "invalid API key");
@@ -76,10 +78,12 @@ impl Default for FailureLimiter {
 }
 
 impl FailureLimiter {
-    fn blocked(&self, ip: IpAddr) -> bool {
+    /// While `ip` is over its budget of invalid keys: how long until its window ends.
+    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         seen.get(&ip)
-            .is_some_and(|(start, n)| start.elapsed() < self.window && *n >= self.max_failures)
+            .filter(|(start, n)| start.elapsed() < self.window && *n >= self.max_failures)
+            .map(|(start, _)| self.window.saturating_sub(start.elapsed()))
     }
 
     fn record_failure(&self, ip: IpAddr) {

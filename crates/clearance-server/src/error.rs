@@ -12,7 +12,10 @@ pub enum ApiError {
     Core(CoreError),
     /// The body is not the JSON the endpoint takes.
     BadRequest(String),
-    RateLimited,
+    /// Too many invalid keys from this address; try again after `retry_after`.
+    RateLimited {
+        retry_after: std::time::Duration,
+    },
     TooLarge,
     /// A decision was recorded, but it is a client error (unauthorized role, invalid
     /// request): answered with its reason, execution id and log index.
@@ -72,13 +75,21 @@ impl IntoResponse for ApiError {
                 (status, d)
             }
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, detail(ErrorCode::InvalidRequest, message)),
-            Self::RateLimited => (
-                StatusCode::TOO_MANY_REQUESTS,
-                detail(
-                    ErrorCode::RateLimited,
-                    "too many invalid API keys from this address: try again later".into(),
-                ),
-            ),
+            Self::RateLimited { retry_after } => {
+                let body = Json(ErrorBody {
+                    error: detail(
+                        ErrorCode::RateLimited,
+                        "too many invalid API keys from this address: try again later".into(),
+                    ),
+                });
+                // Whole seconds, rounded up (RFC 9110 section 10.2.3).
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+                if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return response;
+            }
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 detail(

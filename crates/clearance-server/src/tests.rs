@@ -201,6 +201,19 @@ async fn repeated_invalid_keys_are_rate_limited() {
         )
         .await;
     assert_eq!(json["error"]["code"], "rate_limited");
+    // The 429 says when to come back.
+    let req = Request::builder()
+        .uri("/v1/principals")
+        .header(header::AUTHORIZATION, "Bearer clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .body(Body::empty())
+        .unwrap();
+    let res = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // From the same address, a valid key still gets through.
+    let (status, _) = h.call("GET", "/v1/principals", Some(&h.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "a flood of bad keys locked out a good one");
     let (_, metrics) = h.call("GET", "/metrics", None, None).await;
     assert!(
         metrics.as_str().unwrap().contains("clearance_auth_failures_total 50"),
