@@ -672,3 +672,38 @@ fn revoking_the_signing_key_revokes_its_clearances_and_stops_issuance() {
         "{body}"
     );
 }
+
+/// A running `exec` follows the revocation stream: revoking its execution stops it long
+/// before its next renewal (a 30 s lease renews every 10 s), where it used to run until
+/// then (#13 item 1). Renewal stays the fallback when the stream is down.
+#[test]
+fn revocation_reaches_a_running_exec_through_the_stream_before_its_renewal() {
+    let s = setup(&["--lease-seconds", "30"]);
+    let parent = s.authorize(json!({
+        "action": "orchestrate", "resource": {"type": "Tool", "id": "fleet"},
+        "delegate": {"actions": ["exec"], "resources": [{"type": "Command", "id": "sh"}]}
+    }));
+    let pidfile = s.dir.path().join("child.pid");
+    let running = spawn_sleeper(
+        &s,
+        &s.server.url,
+        &["--parent", parent["clearance"].as_str().unwrap()],
+        &pidfile,
+    );
+    // Let the stream connect and catch up.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = s.server.post(
+        &format!("/v1/executions/{}/revoke", parent["execution_id"].as_str().unwrap()),
+        Some(ADMIN_KEY),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    let (out, took) = wait_exit(running, Duration::from_secs(30));
+    assert_eq!(code(&out), 123, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("execution_revoked"), "{}", text(&out.stderr));
+    assert!(
+        took < Duration::from_secs(9),
+        "stopped after {took:?}: that is the renewal, not the stream"
+    );
+    assert!(!alive(&pidfile));
+}

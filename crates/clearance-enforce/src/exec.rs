@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::client::{CallError, ControlPlaneClient};
 use crate::pipeline::{Admission, Call, NotAdmitted, Pipeline, authorize};
+use crate::state::RevocationView;
 
 /// Exit codes of `clearance exec` when Clearance, not the command, decides. The
 /// command's own exit code passes through; a command killed by signal N exits 128+N.
@@ -156,6 +157,9 @@ fn pinned_program(program: &str, arguments: &serde_json::Value) -> Result<Option
     Ok(Some(std::path::PathBuf::from(path)))
 }
 
+/// How often a running command's clearance is checked against the revocations received.
+const REVOCATION_POLL: Duration = Duration::from_millis(50);
+
 /// Grace between SIGTERM and SIGKILL when stopping a command.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -166,6 +170,10 @@ pub struct Exec<'a> {
     pub agent: Option<&'a ControlPlaneClient>,
     /// Admits, renews and completes the execution.
     pub pipeline: &'a Pipeline,
+    /// Revocations as the stream delivers them: a running command whose clearance they
+    /// revoke is stopped at once, without waiting for its next renewal (which stays the
+    /// fallback when the stream is down).
+    pub revocations: Option<&'a RevocationView>,
 }
 
 impl Exec<'_> {
@@ -284,10 +292,18 @@ impl Exec<'_> {
     ) -> (std::io::Result<std::process::ExitStatus>, Option<String>) {
         let (mut deadline, mut period) = local_deadline(admission.lease());
         let mut next_renew = Instant::now() + period / 3;
+        let mut watch = tokio::time::interval(REVOCATION_POLL);
         loop {
             tokio::select! {
                 status = child.wait() => return (status, None),
                 () = tokio::time::sleep_until(next_renew.min(deadline)) => {}
+                _ = watch.tick(), if self.revocations.is_some() => {
+                    let why = self.revocations.and_then(|v| v.revoked(admission.claims(), admission.kid()));
+                    match why {
+                        Some(why) => return (stop(child, pgid).await, Some(format!("execution_revoked: {why}"))),
+                        None => continue,
+                    }
+                }
             }
             let now = Instant::now();
             if now >= deadline {

@@ -49,6 +49,11 @@ impl Admission {
         self.verified.claims()
     }
 
+    /// The key id that signed the clearance.
+    pub fn kid(&self) -> &str {
+        self.verified.kid()
+    }
+
     pub fn lease(&self) -> &Lease {
         &self.lease
     }

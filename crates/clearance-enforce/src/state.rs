@@ -231,23 +231,35 @@ impl RevocationView {
                 bound_seconds: self.bound.as_secs(),
             });
         }
+        drop(v);
+        match self.revoked(claims, kid) {
+            Some(why) => Err(VerifyError::Revoked(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the clearance is revoked by the records received so far, however old the view
+    /// is: for work already running, which stops on what is known and leaves what is not
+    /// to its lease renewal.
+    pub fn revoked(&self, claims: &ClearanceClaims, kid: &str) -> Option<String> {
+        let v = self.lock();
         if v.executions.contains(claims.jti.as_str()) {
-            return Err(VerifyError::Revoked(format!("execution `{}` was revoked", claims.jti)));
+            return Some(format!("execution `{}` was revoked", claims.jti));
         }
         if let Some(p) = claims.par.as_ref().filter(|p| v.executions.contains(p.as_str())) {
-            return Err(VerifyError::Revoked(format!("parent execution `{p}` was revoked")));
+            return Some(format!("parent execution `{p}` was revoked"));
         }
         if v.principals.contains(&claims.sub) {
-            return Err(VerifyError::Revoked(format!("principal `{}` was revoked", claims.sub)));
+            return Some(format!("principal `{}` was revoked", claims.sub));
         }
         if let Some(env) = claims.aud.as_ref()
             && v.environments.get(env).is_some_and(|at| claims.iat <= *at)
         {
-            return Err(VerifyError::Revoked(format!("environment `{env}` was quarantined")));
+            return Some(format!("environment `{env}` was quarantined"));
         }
         if v.signing_keys.contains(kid) {
-            return Err(VerifyError::Revoked(format!("signing key `{kid}` was revoked")));
+            return Some(format!("signing key `{kid}` was revoked"));
         }
-        Ok(())
+        None
     }
 }

@@ -103,8 +103,9 @@ impl EnforcerArgs {
 /// How an enforcement point learns of revocations between its calls to the control plane.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Revocations {
-    /// Only through `start` and renewals (a one-shot executor such as `exec`).
-    AtStart,
+    /// Admit through `start` only, and follow the stream for work already running (a
+    /// one-shot executor such as `exec`, which stops a revoked command at once).
+    Watch,
     /// Follow the revocation stream; refuse everything once the view is older than
     /// `staleness`. With `wait`, give the stream up to 5 s to deliver a first heartbeat.
     Follow { staleness: std::time::Duration, wait: bool },
@@ -114,6 +115,8 @@ pub(crate) enum Revocations {
 #[derive(Debug)]
 pub(crate) struct Enforcement {
     pub pipeline: Pipeline,
+    /// With `Revocations::Watch`: the view the follower keeps current.
+    pub watch: Option<std::sync::Arc<RevocationView>>,
     /// Keep it as long as the pipeline serves: dropping it stops following revocations.
     pub follower: Follower,
 }
@@ -144,17 +147,14 @@ impl EnforcerArgs {
         let replay =
             ReplayCache::open(replay, Timestamp::now().seconds()).map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
         let (view, follower) = match revocations {
-            Revocations::AtStart => (None, None),
+            Revocations::Watch => {
+                let view = std::sync::Arc::new(RevocationView::new(clearance_server::HEARTBEAT_INTERVAL * 3));
+                let follower = self.follow(&enforcer, &view);
+                (Some(view), Some(follower))
+            }
             Revocations::Follow { staleness, wait } => {
                 let view = std::sync::Arc::new(RevocationView::new(staleness));
-                let follower = {
-                    let (client, view) = (enforcer.clone(), std::sync::Arc::clone(&view));
-                    tokio::spawn(async move {
-                        client
-                            .follow_revocations(view, clearance_server::HEARTBEAT_INTERVAL * 3)
-                            .await;
-                    })
-                };
+                let follower = self.follow(&enforcer, &view);
                 if wait {
                     let ready = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
                     while view.age().is_none() && tokio::time::Instant::now() < ready {
@@ -167,10 +167,31 @@ impl EnforcerArgs {
                 (Some(view), Some(follower))
             }
         };
-        let gate = Gate::new(verifier, replay, view).with_measurer(measurer);
+        let (gated, watch) = match revocations {
+            Revocations::Watch => (None, view),
+            Revocations::Follow { .. } => (view, None),
+        };
+        let gate = Gate::new(verifier, replay, gated).with_measurer(measurer);
         Ok(Enforcement {
             pipeline: Pipeline::new(enforcer, gate),
+            watch,
             follower: Follower(follower),
+        })
+    }
+}
+
+impl EnforcerArgs {
+    /// Keep `view` current from the revocation stream, reconnecting as needed.
+    fn follow(
+        &self,
+        enforcer: &ControlPlaneClient,
+        view: &std::sync::Arc<RevocationView>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (client, view) = (enforcer.clone(), std::sync::Arc::clone(view));
+        tokio::spawn(async move {
+            client
+                .follow_revocations(view, clearance_server::HEARTBEAT_INTERVAL * 3)
+                .await;
         })
     }
 }

@@ -133,13 +133,14 @@ async fn prepare_and_run(args: Args) -> Result<ExecOutcome, String> {
     let exec = Exec {
         agent: agent.as_ref(),
         pipeline: &enforcement.pipeline,
+        revocations: enforcement.watch.as_deref(),
     };
     Ok(exec.run(&req).await)
 }
 
 impl Args {
     async fn enforcement_for(&self, replay: &std::path::Path) -> Result<Enforcement, Failure> {
-        self.enforcer.enforcement(replay, Revocations::AtStart).await
+        self.enforcer.enforcement(replay, Revocations::Watch).await
     }
 }
 

@@ -142,7 +142,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(|| default_state_file(&format!("mcp-replay-{name}")));
     let staleness = Duration::from_secs(args.revocation_staleness.max(1));
-    let Enforcement { pipeline, follower } = args
+    let Enforcement { pipeline, follower, .. } = args
         .enforcer
         .enforcement(&path, Revocations::Follow { staleness, wait: false })
         .await?;

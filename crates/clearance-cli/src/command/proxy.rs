@@ -93,6 +93,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let Enforcement {
         pipeline,
         follower: _follower,
+        ..
     } = args
         .enforcer
         .enforcement(&args.replay_cache, Revocations::Follow { staleness, wait: true })
