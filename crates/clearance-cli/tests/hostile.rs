@@ -83,3 +83,36 @@ fn a_flood_of_bad_keys_does_not_lock_out_good_ones() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+/// SIGTERM used to wait forever while a revocation stream or a half-sent request was
+/// open. Streams now end at once, and what is still open after the grace period (10 s)
+/// is dropped: the process exits.
+#[test]
+fn sigterm_finishes_with_a_stream_and_a_half_sent_request_open() {
+    use std::io::{Read as _, Write as _};
+    let server = Server::start();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // A revocation stream, read until it has said something.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/revocations/stream?since=0 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // A request whose body never finishes arriving.
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        half,
+        "POST /v1/principals HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let took = server.terminate(std::time::Duration::from_secs(20));
+    let took = took.expect("the server did not exit after SIGTERM");
+    assert!(took < std::time::Duration::from_secs(15), "exited after {took:?}");
+    drop((stream, half));
+}

@@ -38,6 +38,8 @@ struct Inner {
     jwks: Jwks,
     metrics: Metrics,
     limiter: auth::FailureLimiter,
+    /// Set when the server is shutting down: long-lived answers (revocation streams) end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
                 jwks,
                 metrics: Metrics::new(),
                 limiter: auth::FailureLimiter::default(),
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -61,6 +64,11 @@ impl AppState {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Becomes true when the server starts shutting down.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
     }
 }
 
@@ -90,19 +98,42 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod tests;
 
-/// Serve the API on `listener` until `shutdown` completes, then finish in-flight requests.
+/// How long in-flight requests get to finish after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serve the API on `listener` until `shutdown` completes. Then revocation streams end
+/// (their consumers reconnect elsewhere), in-flight requests get [`SHUTDOWN_GRACE`] to
+/// finish, and whatever is still open after that (a half-sent request) is dropped: the
+/// process always stops. Appends already handed to the sequencer are answered first,
+/// since their requests are among those awaited.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let stopping = state.inner.stopping.clone();
+    let mut stopped = state.stopping();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Streamed answers (the revocation stream) are written in pieces: without NODELAY
     // each piece can wait for the client's delayed ACK (up to 40 ms).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let signal = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => served,
+        () = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the shutdown signal were dropped");
+            Ok(())
+        }
+    }
 }
 
 /// Sign a checkpoint every `every` while the log grows, when this node holds the

@@ -120,19 +120,27 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    pub fn stop(mut self) {
+    /// SIGTERM, and SIGKILL if it has not exited within 10 s.
+    pub fn stop(self) {
+        // Dropping kills what did not stop.
+        let _ = self.terminate(Duration::from_secs(10));
+    }
+
+    /// SIGTERM, then wait up to `within` for the process to exit: how long it took, or
+    /// `None` if it was still running (it is killed when dropped).
+    pub fn terminate(mut self, within: Duration) -> Option<Duration> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
+        let started = Instant::now();
+        while started.elapsed() < within {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        None
     }
 
     pub fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<String>) -> (u16, Value) {

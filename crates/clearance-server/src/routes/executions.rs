@@ -203,8 +203,10 @@ pub(crate) async fn stream(
     // Authorize once up front (the same roles as the list), and fail before streaming.
     state.plane().revocations(&caller, q.since, Some(1)).await?;
     let watch = state.plane().watch_revocations();
+    let stopping = state.stopping();
     let stream = futures_util::stream::unfold(
         Streamer {
+            stopping,
             state,
             caller,
             watch,
@@ -223,6 +225,8 @@ pub(crate) async fn stream(
 
 struct Streamer {
     state: AppState,
+    /// The server is shutting down: end the stream so shutdown need not wait for it.
+    stopping: tokio::sync::watch::Receiver<bool>,
     caller: clearance_core::Caller,
     watch: tokio::sync::watch::Receiver<u64>,
     since: u64,
@@ -260,6 +264,7 @@ impl Streamer {
                 continue;
             }
             tokio::select! {
+                _ = self.stopping.wait_for(|s| *s) => return None,
                 changed = self.watch.changed() => {
                     if changed.is_err() {
                         return None;
