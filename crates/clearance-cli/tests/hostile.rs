@@ -116,3 +116,52 @@ fn sigterm_finishes_with_a_stream_and_a_half_sent_request_open() {
     assert!(took < std::time::Duration::from_secs(15), "exited after {took:?}");
     drop((stream, half));
 }
+
+/// When the server's stderr could not be written (a closed pipe, a full disk), every
+/// request that logged lost its connection: the log subscriber reported its own write
+/// error with a panicking `eprintln!`. A lost log line must never cost a request.
+#[test]
+fn a_stderr_that_cannot_be_written_does_not_take_requests_down() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap-admin-key",
+            ADMIN_KEY,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env("CLEARANCE_REQUIRE_ENVIRONMENT", "false")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .find_map(|l| l.ok()?.strip_prefix("clearance: listening on ").map(str::to_owned))
+        .expect("the server did not start");
+    // Nobody reads the server's stderr any more: every log line it writes now fails.
+    drop(lines);
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..5 {
+        let res = http
+            .get(format!("{url}/v1/whoami"))
+            .bearer_auth("clr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            .send()
+            .expect("the request lost its connection");
+        assert_eq!(res.status().as_u16(), 401);
+    }
+    let res = http
+        .get(format!("{url}/v1/whoami"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
