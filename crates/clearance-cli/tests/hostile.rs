@@ -165,3 +165,26 @@ fn a_stderr_that_cannot_be_written_does_not_take_requests_down() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A request that takes too long is answered 408 with the stable JSON error body, not an
+/// empty one (the timeout layer used to sit outside the error mapping).
+#[test]
+fn a_request_that_times_out_gets_a_json_408() {
+    use std::io::{Read as _, Write as _};
+    let server = Server::start();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        half,
+        "POST /v1/principals HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    half.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let _ = half.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(body.contains(r#""code":"timeout""#), "{answer}");
+}

@@ -84,13 +84,14 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::meta::routes())
         .fallback(routes::meta::not_found)
         .layer(axum::middleware::from_fn(error::require_json))
-        .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .layer(CatchPanicLayer::new())
+        // Outside the timeout and the panic guard, so their answers get the JSON body too.
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
