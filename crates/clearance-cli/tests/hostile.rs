@@ -188,3 +188,23 @@ fn a_request_that_times_out_gets_a_json_408() {
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
     assert!(body.contains(r#""code":"timeout""#), "{answer}");
 }
+
+/// The database holds key hashes and every decision: it is created readable by its owner
+/// only, like the keys beside it (it used to follow the umask, 0644).
+#[test]
+fn the_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = Server::start();
+    let _ = server.agent("bot");
+    for name in [
+        "clearance.db",
+        "clearance.db-wal",
+        "clearance.db-shm",
+        "signing-key.pem",
+        "log-key.pem",
+    ] {
+        let path = server.data_dir.join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+    }
+}

@@ -61,6 +61,7 @@ impl SqliteStore {
     /// Open (creating if needed) the database at `path`, apply migrations, and start the
     /// log sequencer. Must be called inside a Tokio runtime.
     pub async fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        create_private(path)?;
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -122,6 +123,25 @@ impl SqliteStore {
 
     fn subscribe_changes(&self) -> Option<tokio::sync::broadcast::Receiver<SharedChange>> {
         None
+    }
+}
+
+/// Create the database file readable by its owner only, like the keys beside it; SQLite
+/// gives its `-wal` and `-shm` files the same mode. An existing file keeps its mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create database `{}`: {e}",
+            path.display()
+        ))),
     }
 }
 
