@@ -16,10 +16,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, BIN, Server};
+use common::{ADMIN_KEY, Server};
 use serde_json::json;
 
 const SCHEMA: &str = r#"
@@ -55,31 +54,14 @@ fn main() {
             &json!({"action": "orchestrate", "resource": {"type": "Tool", "id": "fleet"},
                     "delegate": {"actions": ["exec"], "resources": [{"type": "Command", "id": "sh"}]}}),
         );
-        let pidfile = dir.path().join(format!("pid-{round}"));
-        let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
-        let mut child = Command::new(BIN)
-            .args([
-                "exec",
-                "--parent",
-                parent["clearance"].as_str().unwrap(),
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .current_dir(dir.path())
-            .env("CLEARANCE_SERVER", &server.url)
-            .env("CLEARANCE_API_KEY", &agent)
-            .env("CLEARANCE_ENFORCER_KEY", &enforcer)
-            .env("CLEARANCE_REPLAY_CACHE", dir.path().join("replay"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while std::fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (mut child, _) = common::governed_sleeper(
+            &server.url,
+            (&agent, &enforcer),
+            parent["clearance"].as_str().unwrap(),
+            dir.path(),
+            &format!("round-{round}"),
+            None,
+        );
         // The stream is connected by the time the command has run a little.
         std::thread::sleep(Duration::from_millis(300));
         let (status, _) = server.post(

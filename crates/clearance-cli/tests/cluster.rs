@@ -16,7 +16,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clearance_log::{Checkpoint, NoteVerifier};
@@ -278,34 +278,14 @@ fn three_nodes_on_one_database_keep_one_truth() {
                 "delegate": {"actions": ["exec"], "resources": [{"type": "Command", "id": "sh"}]}}),
     );
     let work = tempfile::tempdir().unwrap();
-    let pidfile = work.path().join("child.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
-    let running = Command::new(BIN)
-        .args([
-            "exec",
-            "--parent",
-            parent["clearance"].as_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .current_dir(work.path())
-        .env("CLEARANCE_SERVER", node(&nodes, 2))
-        .env("CLEARANCE_ISSUER", ORIGIN)
-        .env("CLEARANCE_API_KEY", &bot)
-        .env("CLEARANCE_ENFORCER_KEY", &runner)
-        .env("CLEARANCE_REPLAY_CACHE", work.path().join("replay"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (running, pidfile) = common::governed_sleeper(
+        &node(&nodes, 2),
+        (&bot, &runner),
+        parent["clearance"].as_str().unwrap(),
+        work.path(),
+        "child",
+        Some(ORIGIN),
+    );
     let (status, _) = nodes[0].as_ref().unwrap().post(
         &format!("/v1/executions/{}/revoke", parent["execution_id"].as_str().unwrap()),
         Some(ADMIN_KEY),

@@ -693,3 +693,39 @@ pub fn assert_all_proven(
         clearance_log::verify_consistency(cp.size, last.size, &cp.root, &last.root, &decode(&c["proof"])).unwrap();
     }
 }
+
+/// `clearance exec --parent TOKEN -- sh -c 'echo $$ > PIDFILE; exec sleep 60'` against
+/// `url` with these keys, its replay cache in `dir`; returns once the command runs, with
+/// the child and the pid file. `issuer` is given when `url` is not the clearances' `iss`.
+pub fn governed_sleeper(
+    url: &str,
+    keys: (&str, &str),
+    parent: &str,
+    dir: &Path,
+    name: &str,
+    issuer: Option<&str>,
+) -> (Child, PathBuf) {
+    let (agent, enforcer) = keys;
+    let pidfile = dir.join(format!("{name}.pid"));
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["exec", "--parent", parent, "--", "sh", "-c", &script])
+        .current_dir(dir)
+        .env("CLEARANCE_SERVER", url)
+        .env("CLEARANCE_API_KEY", agent)
+        .env("CLEARANCE_ENFORCER_KEY", enforcer)
+        .env("CLEARANCE_REPLAY_CACHE", dir.join("replay"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(iss) = issuer {
+        cmd.env("CLEARANCE_ISSUER", iss);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, pidfile)
+}
