@@ -13,49 +13,18 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clearance_artifact::{ClearanceSigner, Jwks};
-use clearance_enforce::{ExpectedCall, Gate, ReplayCache, RevocationView, Verifier};
-use clearance_model::{ClearanceClaims, Digest, ExecutionId, LogIndex, PolicyVersion, ResourceRef, argument_digest};
+use clearance_enforce::{ExpectedCall, Gate, ReplayCache, RevocationView, Sample, Verifier};
+use clearance_model::ExecutionId;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use serde_json::json;
 
 const NOW: i64 = 1_795_428_000;
 
 fn bench(c: &mut Criterion) {
-    let signer = ClearanceSigner::generate().unwrap();
-    let args = json!({"amount": 120, "currency": "EUR", "charge": "ch_123"});
-    let resource = ResourceRef::new("Tool", "stripe");
-    let claims = ClearanceClaims {
-        iss: "https://clearance.example".into(),
-        sub: "billing-bot".into(),
-        aud: None,
-        jti: ExecutionId::random().unwrap(),
-        iat: NOW,
-        nbf: NOW,
-        exp: NOW + 60,
-        act: "refund".into(),
-        res: resource.clone(),
-        args: argument_digest(&args).unwrap(),
-        env: None,
-        pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
-        log: LogIndex(42),
-        par: None,
-        dep: 0,
-        dlg: None,
-    };
-    let fresh_token = || {
-        let mut c = claims.clone();
-        c.jti = ExecutionId::random().unwrap();
-        signer.sign(&c).unwrap()
-    };
-    let verifier = Verifier::new(
-        Jwks {
-            keys: vec![signer.jwk()],
-        },
-        "https://clearance.example",
-        None,
-    );
-    let call = ExpectedCall::new("refund", &resource, &args).unwrap();
+    let sample = Sample::refund("https://clearance.example", NOW).unwrap();
+    let verifier = Verifier::new(sample.jwks(), "https://clearance.example", None);
+    let (resource, args) = (&sample.resource, &sample.args);
+    let fresh_token = || sample.fresh_token().unwrap();
+    let call = ExpectedCall::new("refund", resource, args).unwrap();
     // A view with ten thousand revocations in it, current.
     let view = Arc::new(RevocationView::new(Duration::from_secs(3600)));
     for seq in 1..=10_000u64 {

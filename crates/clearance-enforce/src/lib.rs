@@ -12,6 +12,8 @@ mod pipeline;
 pub mod proxy;
 mod state;
 
+#[doc(hidden)]
+pub use clearance_verify::Sample;
 pub use clearance_verify::{
     EvidenceError, EvidenceReport, EvidenceTrust, ExpectedCall, Step, VerifiedClearance, Verifier, VerifyError,
     verify_evidence,

@@ -2,8 +2,10 @@
 //! and the runtime's parsing; the verifier's tests are in `clearance-verify`.
 
 use clearance_artifact::{ClearanceSigner, Jwks};
-use clearance_model::{ClearanceClaims, Digest, ExecutionId, LogIndex, PolicyVersion, ResourceRef, argument_digest};
+use clearance_model::{ClearanceClaims, ExecutionId, ResourceRef};
 use serde_json::{Value, json};
+
+use clearance_verify::Sample;
 
 use crate::{ExpectedCall, Verifier, VerifyError};
 
@@ -19,27 +21,12 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let signer = ClearanceSigner::generate().unwrap();
-    let args = json!({"amount": 120});
-    let resource = ResourceRef::new("Tool", "stripe");
-    let claims = ClearanceClaims {
-        iss: "https://clearance.test".into(),
-        sub: "billing-bot".into(),
-        aud: None,
-        jti: ExecutionId::random().unwrap(),
-        iat: NOW,
-        nbf: NOW,
-        exp: NOW + 60,
-        act: "refund".into(),
-        res: resource.clone(),
-        args: argument_digest(&args).unwrap(),
-        env: None,
-        pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
-        log: LogIndex(1),
-        par: None,
-        dep: 0,
-        dlg: None,
-    };
+    let Sample {
+        signer,
+        claims,
+        args,
+        resource,
+    } = Sample::refund("https://clearance.test", NOW).unwrap();
     let jwks = Jwks {
         keys: vec![signer.jwk()],
     };

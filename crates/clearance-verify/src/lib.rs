@@ -5,6 +5,7 @@
 #![deny(clippy::allow_attributes_without_reason)]
 
 mod evidence;
+mod sample;
 mod verify;
 
 pub use clearance_artifact::{Jwk, Jwks, TokenError, UnverifiedToken};
@@ -13,6 +14,8 @@ pub use clearance_log::{
     verify_consistency, verify_inclusion,
 };
 pub use evidence::{EvidenceError, EvidenceReport, EvidenceTrust, Step, verify_evidence};
+#[doc(hidden)]
+pub use sample::{Sample, SampleError};
 pub use verify::{ExpectedCall, VerifiedClearance, Verifier, VerifyError};
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clearance_artifact::{ClearanceSigner, Jwks};
-use clearance_model::{ClearanceClaims, Digest, ExecutionId, LogIndex, PolicyVersion, ResourceRef, argument_digest};
+use clearance_model::{ClearanceClaims, ResourceRef, argument_digest};
 use ed25519_dalek::Signer as _;
 use hmac::Mac as _;
 use serde_json::{Value, json};
 
-use crate::{ExpectedCall, Verifier, VerifyError};
+use crate::{ExpectedCall, Sample, Verifier, VerifyError};
 
 const ISS: &str = "https://clearance.test";
 const NOW: i64 = 1_795_428_000;
@@ -20,34 +20,17 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let signer = ClearanceSigner::generate().unwrap();
-    let args = json!({"amount": 120, "currency": "EUR", "charge": "ch_123"});
-    let resource = ResourceRef::new("Tool", "stripe");
-    let claims = ClearanceClaims {
-        iss: ISS.into(),
-        sub: "billing-bot".into(),
-        aud: Some("payments-runner-1".into()),
-        jti: ExecutionId::random().unwrap(),
-        iat: NOW,
-        nbf: NOW,
-        exp: NOW + 60,
-        act: "refund".into(),
-        res: resource.clone(),
-        args: argument_digest(&args).unwrap(),
-        env: None,
-        pol: PolicyVersion::from_digest(Digest::of(b"bundle")),
-        log: LogIndex(42),
-        par: None,
-        dep: 0,
-        dlg: None,
+    let Sample {
+        signer,
+        mut claims,
+        args,
+        resource,
+    } = Sample::refund(ISS, NOW).unwrap();
+    claims.aud = Some("payments-runner-1".into());
+    let jwks = Jwks {
+        keys: vec![signer.jwk()],
     };
-    let verifier = Verifier::new(
-        Jwks {
-            keys: vec![signer.jwk()],
-        },
-        ISS,
-        Some("payments-runner-1".into()),
-    );
+    let verifier = Verifier::new(jwks, ISS, Some("payments-runner-1".into()));
     Fixture {
         signer,
         verifier,
