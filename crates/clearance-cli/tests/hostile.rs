@@ -208,3 +208,77 @@ fn the_database_files_are_private() {
         assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
     }
 }
+
+/// A 4 MiB tmpfs, unmounted when dropped. Needs root (as CI has); `None` elsewhere.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(Self(dir));
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must run the disk-full test"
+        );
+        eprintln!("skipped: the disk-full test needs to mount a tmpfs (root)");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// While the disk is full authorize fails closed (503, no clearance); once space is freed
+/// it must work again by itself, and /readyz with it. It used to stay broken until a
+/// restart: a connection whose COMMIT failed went back to the pool still "inside" a
+/// transaction and refused every later one.
+#[test]
+fn a_full_disk_fails_closed_then_heals_by_itself() {
+    let Some(disk) = SmallDisk::mount() else { return };
+    let server = Server::start_in(&disk.0.path().join("data"), &[]);
+    let bot = server.agent("bot");
+    server.activate(common::SCHEMA, common::POLICIES);
+    let refund = || server.authorize(&bot, "refund", common::refund(10));
+    assert_eq!(refund().0, 200);
+
+    let filler = disk.0.path().join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 65536]).is_ok() {}
+    }
+    for _ in 0..5 {
+        let (status, body) = refund();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("audit_unavailable")),
+            "{body}"
+        );
+        assert!(body.get("clearance").is_none());
+    }
+    assert_eq!(server.call("GET", "/readyz", None, None).0, 503);
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.call("GET", "/readyz", None, None).0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "/readyz did not recover");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for _ in 0..10 {
+        let (status, body) = refund();
+        assert_eq!(status, 200, "{body}");
+        assert!(body["clearance"].is_string());
+    }
+    drop(server);
+}

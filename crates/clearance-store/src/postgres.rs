@@ -106,6 +106,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(options.store.append_timeout)
+            .after_release(|conn, _| Box::pin(async move { Ok(crate::sequencer::reusable(conn)) }))
             .connect_with(connect)
             .await
             .map_err(cannot_connect)?;

@@ -67,6 +67,19 @@ where
     }
 }
 
+/// Whether a connection coming back to its pool may serve again. One still inside a
+/// transaction is not: a COMMIT that failed (a full disk) can leave it there for good,
+/// since SQLite already rolled back and the driver's ROLLBACK then fails too; reused, it
+/// would refuse every later transaction and the log would stay unwritable after the
+/// disk was freed. Closing it lets the pool open a fresh one.
+pub(crate) fn reusable(conn: &mut impl sqlx::Connection) -> bool {
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("closing a database connection left inside a transaction by a failed write");
+    }
+    clean
+}
+
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("database: {e}"))
 }

@@ -72,6 +72,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(options.append_timeout)
+            .after_release(|conn, _| Box::pin(async move { Ok(crate::sequencer::reusable(conn)) }))
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))?;
