@@ -163,14 +163,20 @@ pub const SHARED_STATE_POLL: Duration = Duration::from_millis(250);
 /// with theirs: at once when a change is announced, and every [`SHARED_STATE_POLL`]
 /// regardless. Nothing to do (and no task) on a store with no other writer.
 pub fn spawn_shared_state_follower(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let mut changes = state.plane().shared_changes()?;
+    let mut changes = Some(state.plane().shared_changes()?);
     Some(tokio::spawn(async move {
         loop {
+            let heard = async {
+                match changes.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                heard = changes.recv() => {
+                heard = heard => {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = heard {
                         tracing::error!("change notifications stopped; following by polling only");
-                        changes = tokio::sync::broadcast::channel(1).1;
+                        changes = None;
                     }
                 }
                 () = tokio::time::sleep(SHARED_STATE_POLL) => {}
