@@ -53,20 +53,9 @@ impl CoreError {
         }
     }
 
-    pub const fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidApiKey => "invalid_api_key",
-            Self::UnauthorizedRole { .. } => "unauthorized_role",
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
-            Self::PolicyRejected(_) => "policy_invalid",
-            Self::AuditUnavailable(_) => "audit_unavailable",
-            Self::StorageUnavailable(_) => "storage_unavailable",
-            Self::Refused { code, .. } => code.as_str(),
-            Self::SigningKeyRevoked => "signing_key_revoked",
-            Self::Internal(_) => "internal",
-        }
+    /// The stable code as text (the same word as [`Self::error_code`]).
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
