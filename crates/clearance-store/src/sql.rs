@@ -251,22 +251,13 @@ macro_rules! store_impl {
         /// they were appended: one sequential pass at startup, so an altered log is never
         /// served.
         pub(crate) async fn check_leaves(conn: &mut Conn) -> Result<(), StoreError> {
-            const PAGE: i64 = 10_000;
-            let mut next: i64 = 0;
+            const PAGE: u64 = 10_000;
+            let mut next: u64 = 0;
             loop {
-                let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
-                    "SELECT e.idx, e.entry, n.hash FROM log_entries e \
-                     LEFT JOIN log_nodes n ON n.level = 0 AND n.idx = e.idx \
-                     WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
-                )
-                .bind(next)
-                .bind(PAGE)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(unavailable)?;
-                let Some(last) = rows.last().map(|r| r.0) else {
+                let rows = entries_with_leaves(conn, next, PAGE).await?;
+                if rows.is_empty() {
                     return Ok(());
-                };
+                }
                 for (idx, entry, leaf) in rows {
                     if idx != next || leaf.as_deref() != Some(&leaf_hash(&entry)[..]) {
                         return Err(StoreError::Unavailable(format!(
@@ -276,7 +267,6 @@ macro_rules! store_impl {
                     }
                     next += 1;
                 }
-                next = last + 1;
             }
         }
 
