@@ -402,14 +402,8 @@ impl ControlPlane {
     ) -> Result<Vec<RevocationRecord>, CoreError> {
         let now = self.clock.now();
         let mut tx = self.store.begin_revocation().await.map_err(audit)?;
-        // A signing key is known if it is this control plane's, or signed a clearance.
-        if kind == RevocationKind::SigningKey
-            && id != self.engine.signer().kid()
-            && tx.executions_of(kind, id).await.map_err(audit)?.is_empty()
-        {
-            return Err(CoreError::NotFound(format!("signing key `{id}`")));
-        }
-        let records = plan_revocation(tx.as_mut(), by, kind, id, reason, now).await?;
+        let own_kid = self.engine.signer().kid();
+        let records = plan_revocation(tx.as_mut(), own_kid, by, kind, id, reason, now).await?;
         tx.commit().await.map_err(audit)?;
         if let Some(last) = records.last() {
             self.announce_revocation(last.seq);
@@ -498,6 +492,7 @@ fn audit(e: StoreError) -> CoreError {
 /// it covers and their subtrees, each with a record, a state change and a log entry.
 async fn plan_revocation(
     tx: &mut dyn RevocationTx,
+    own_kid: &str,
     by: &PrincipalId,
     kind: RevocationKind,
     target: &str,
@@ -522,7 +517,14 @@ async fn plan_revocation(
             }
             ("principal", tx.executions_of(kind, target).await.map_err(audit)?)
         }
-        RevocationKind::SigningKey => ("signing key", tx.executions_of(kind, target).await.map_err(audit)?),
+        RevocationKind::SigningKey => {
+            // A signing key is known if it is this control plane's, or signed a clearance.
+            let signed = tx.executions_of(kind, target).await.map_err(audit)?;
+            if signed.is_empty() && target != own_kid {
+                return Err(CoreError::NotFound(format!("signing key `{target}`")));
+            }
+            ("signing key", signed)
+        }
         RevocationKind::Environment => {
             if !tx.quarantine_environment(target, reason, now).await.map_err(audit)? {
                 return Err(CoreError::NotFound(format!("environment `{target}`")));
