@@ -177,6 +177,28 @@ async fn start(w: &World, id: &ExecutionId, clearance: &str) -> Result<(), CoreE
     .map(|_| ())
 }
 
+/// `count` concurrent starts of one clearance, spread over `nodes`: how many won. Every
+/// loser must be refused `replayed`.
+async fn race_starts(nodes: &[Arc<World>], id: &ExecutionId, clearance: &str, count: usize) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let (w, id, clearance) = (Arc::clone(&nodes[i % nodes.len()]), id.clone(), clearance.to_owned());
+        tasks.push(tokio::spawn(async move { start(&w, &id, &clearance).await }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(CoreError::Refused {
+                code: Refusal::Replayed,
+                ..
+            }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    won
+}
+
 fn entry(n: usize) -> LogAppend {
     LogAppend {
         entry: format!("{{\"n\":{n}}}").into_bytes(),
@@ -216,23 +238,7 @@ async fn a_clearance_starts_once(b: Backend) {
     let w = Arc::new(world(Arc::clone(&b.store)).await);
     let (id, clearance) = allowed(&w, None).await;
     let before = b.store.log_size().await.unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let (w, id, clearance) = (Arc::clone(&w), id.clone(), clearance.clone());
-        tasks.push(tokio::spawn(async move { start(&w, &id, &clearance).await }));
-    }
-    let mut won = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(()) => won += 1,
-            Err(CoreError::Refused {
-                code: Refusal::Replayed,
-                ..
-            }) => {}
-            Err(e) => panic!("unexpected {e:?}"),
-        }
-    }
-    assert_eq!(won, 1);
+    assert_eq!(race_starts(&[Arc::clone(&w)], &id, &clearance, 20).await, 1);
     assert_eq!(b.store.log_size().await.unwrap(), before + 1);
     assert_eq!(
         b.store.execution(&id).await.unwrap().unwrap().state,
@@ -577,24 +583,8 @@ async fn single_use_holds_across_nodes(b: Backend) {
     let other = Arc::new(second_node(&a, other_node(&b).await).await);
     for _ in 0..5 {
         let (id, clearance) = allowed(&a, None).await;
-        let mut tasks = Vec::new();
-        for i in 0..10 {
-            let w = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&other) };
-            let (id, clearance) = (id.clone(), clearance.clone());
-            tasks.push(tokio::spawn(async move { start(&w, &id, &clearance).await }));
-        }
-        let mut won = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(()) => won += 1,
-                Err(CoreError::Refused {
-                    code: Refusal::Replayed,
-                    ..
-                }) => {}
-                Err(e) => panic!("unexpected {e:?}"),
-            }
-        }
-        assert_eq!(won, 1);
+        let nodes = [Arc::clone(&a), Arc::clone(&other)];
+        assert_eq!(race_starts(&nodes, &id, &clearance, 10).await, 1);
     }
     drop((a, other));
     b.finish().await;
