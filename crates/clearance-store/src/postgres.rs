@@ -87,12 +87,7 @@ impl PgStore {
     /// refuse an altered log, and start this node's sequencer and change listener. Must be
     /// called inside a Tokio runtime.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let mut connect = PgConnectOptions::from_str(url).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "the database URL is not a valid PostgreSQL URL: {}",
-                redact(&e)
-            ))
-        })?;
+        let mut connect = parse_url(url)?;
         if let Some(schema) = &options.schema {
             check_schema_name(schema)?;
             let mut conn = PgConnection::connect_with(&connect).await.map_err(cannot_connect)?;
@@ -150,12 +145,7 @@ impl PgStore {
     /// Open the log for reading only (for `clearance log verify`): no migration, no
     /// sequencer, no listener, and every session read-only.
     pub async fn open_read_only(url: &str, schema: Option<&str>) -> Result<crate::LogReader, StoreError> {
-        let mut connect = PgConnectOptions::from_str(url).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "the database URL is not a valid PostgreSQL URL: {}",
-                redact(&e)
-            ))
-        })?;
+        let mut connect = parse_url(url)?;
         connect = connect.options([("default_transaction_read_only", "on")]);
         if let Some(schema) = schema {
             check_schema_name(schema)?;
@@ -254,6 +244,15 @@ async fn spawn_listener(pool: PgPool, changes: broadcast::Sender<SharedChange>) 
         }
     });
     Ok(())
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "the database URL is not a valid PostgreSQL URL: {}",
+            redact(&e)
+        ))
+    })
 }
 
 fn check_schema_name(schema: &str) -> Result<(), StoreError> {
