@@ -131,10 +131,7 @@ impl Pipeline {
         Self { enforcer, gate }
     }
 
-    pub fn gate(&self) -> &Gate {
-        &self.gate
-    }
-
+    /// The enforcer's client (the MCP proxy derives each caller's client from it).
     pub fn enforcer(&self) -> &ControlPlaneClient {
         &self.enforcer
     }
