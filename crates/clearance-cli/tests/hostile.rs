@@ -103,13 +103,7 @@ fn sigterm_finishes_with_a_stream_and_a_half_sent_request_open() {
     let n = stream.read(&mut first).unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     // A request whose body never finishes arriving.
-    let mut half = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        half,
-        "POST /v1/principals HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    )
-    .unwrap();
+    let half = half_sent_request(&addr);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let took = server.terminate(std::time::Duration::from_secs(20));
     let took = took.expect("the server did not exit after SIGTERM");
@@ -170,16 +164,10 @@ fn a_stderr_that_cannot_be_written_does_not_take_requests_down() {
 /// empty one (the timeout layer used to sit outside the error mapping).
 #[test]
 fn a_request_that_times_out_gets_a_json_408() {
-    use std::io::{Read as _, Write as _};
+    use std::io::Read as _;
     let server = Server::start();
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let mut half = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        half,
-        "POST /v1/principals HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    )
-    .unwrap();
+    let mut half = half_sent_request(&addr);
     half.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
     let mut answer = Vec::new();
     let _ = half.read_to_end(&mut answer);
@@ -281,4 +269,17 @@ fn a_full_disk_fails_closed_then_heals_by_itself() {
         assert!(body["clearance"].is_string());
     }
     drop(server);
+}
+
+/// An admin's request whose body never finishes arriving, held open.
+fn half_sent_request(addr: &str) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        half,
+        "POST /v1/principals HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    half
 }
