@@ -18,21 +18,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, POLICIES, SCHEMA, Server, refund};
+use common::{BIN, POLICIES, SCHEMA, Server, env_or, percentile, refund};
 use serde_json::json;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 struct Run {
     decisions: usize,
     seconds: f64,
     latencies: Vec<Duration>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn load(batch: usize, clients: usize, seconds: u64, dir: &std::path::Path) -> Run {

@@ -20,16 +20,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{POLICIES, SCHEMA, Server, refund};
+use common::{POLICIES, SCHEMA, Server, env_or, percentile, refund};
 use serde_json::json;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Drive `nodes` with `clients` threads for `seconds`; decisions/s, p50, p99.
 fn drive(nodes: &[Server], clients: usize, seconds: u64) -> (f64, Duration, Duration) {

@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proxy, Server, Upstream};
+use common::{Proxy, Server, Upstream, percentile};
 use serde_json::json;
 
 const SCHEMA: &str = r#"
@@ -34,10 +34,6 @@ const POLICIES: &str = r#"
 permit (principal, action == Action::"POST /charges/{id}/refund", resource == Api::"payments")
 when { context.arguments.body.amount <= 500 };
 "#;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {

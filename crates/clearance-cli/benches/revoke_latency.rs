@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Server};
+use common::{ADMIN_KEY, Server, env_or, percentile};
 use serde_json::json;
 
 const SCHEMA: &str = r#"
@@ -40,7 +40,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` and `--list` probes: nothing to run.
     }
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let rounds = env_or("ROUNDS", 30) as usize;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(&dir.path().join("data"), &["--lease-seconds", "30"]);
     let agent = server.principal("worker", &["agent"]);
@@ -76,7 +76,7 @@ fn main() {
         assert_eq!(exit.code(), Some(123), "round {round}");
     }
     took.sort_unstable();
-    let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
+    let at = |p: f64| percentile(&took, p);
     println!("revoke to stopped, `clearance exec`, {rounds} rounds, lease 30 s (renewal every 10 s):");
     println!(
         "  p50 {:.1?}   p99 {:.1?}   max {:.1?}",
