@@ -305,4 +305,24 @@ fn three_nodes_on_one_database_keep_one_truth() {
         !Path::new(&format!("/proc/{}", pid.trim())).exists(),
         "the command still runs"
     );
+
+    // A key another node knows (it authenticated it a moment ago, and keeps it in
+    // memory) stops working there once revoked here, as soon as the change is heard.
+    let n2 = nodes[2].as_ref().unwrap();
+    let n0 = nodes[0].as_ref().unwrap();
+    let orchestrate = json!({"action": "orchestrate", "resource": {"type": "Tool", "id": "fleet"}});
+    let ask = || n2.post("/v1/authorize", Some(&bot), &orchestrate).0;
+    assert_eq!(ask(), 200);
+    let (_, keys) = n0.call("GET", "/v1/principals/bot/keys", Some(ADMIN_KEY), None);
+    let key_id = keys["keys"][0]["key_id"].as_str().unwrap().to_owned();
+    let (status, _) = n0.call("DELETE", &format!("/v1/keys/{key_id}"), Some(ADMIN_KEY), None);
+    assert_eq!(status, 204);
+    let revoked_at = Instant::now();
+    while ask() != 401 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "the revoked key still works on another node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,5 +1,7 @@
 //! The pure part of the decision path: stages 2 to 6, and stage 8 (issuing).
 
+use std::sync::Arc;
+
 use clearance_artifact::ClearanceSigner;
 use clearance_model::environment::EnvBinding;
 use clearance_model::execution::Delegation;
@@ -157,7 +159,7 @@ impl Verdict {
 
 #[derive(Debug)]
 pub struct DecisionEngine {
-    signer: ClearanceSigner,
+    signer: Arc<ClearanceSigner>,
     config: EngineConfig,
 }
 
@@ -175,7 +177,10 @@ impl ParentCheck {
 
 impl DecisionEngine {
     pub fn new(signer: ClearanceSigner, config: EngineConfig) -> Self {
-        Self { signer, config }
+        Self {
+            signer: Arc::new(signer),
+            config,
+        }
     }
 
     pub fn signer(&self) -> &ClearanceSigner {
@@ -519,35 +524,57 @@ impl DecisionEngine {
         Ok(claims)
     }
 
-    /// Stage 8: sign the clearance of an allowed verdict. It takes a [`Recorded`] index,
-    /// which only the control plane makes, after the append that made the decision
-    /// durable answered: a clearance cannot be signed for a decision not in the log.
-    pub fn issue(
+    /// Stage 8, prepared: the claims of an allowed verdict's clearance, complete but for
+    /// the index of the log entry that will record the decision, which only the store's
+    /// write transaction knows. Refuses a verdict that is not an allow.
+    pub fn prepare(
         &self,
         caller: &Caller,
         req: &AuthorizeRequest,
         verdict: &Verdict,
         execution_id: &ExecutionId,
-        recorded: Recorded,
         now: Timestamp,
-    ) -> Result<(String, Timestamp), CoreError> {
-        let claims = self.claims(caller, req, verdict, execution_id, recorded.index(), now)?;
-        let token = self
-            .signer
-            .sign(&claims)
-            .map_err(|e| CoreError::Internal(format!("signing: {e}")))?;
-        Ok((token, Timestamp(claims.exp)))
+    ) -> Result<Unsealed, CoreError> {
+        let claims = self.claims(caller, req, verdict, execution_id, LogIndex(0), now)?;
+        Ok(Unsealed {
+            claims,
+            signer: Arc::clone(&self.signer),
+        })
     }
 }
 
-/// The log index of a decision entry that is durable: made by the control plane when
-/// the append that recorded the decision answered, and required to sign its clearance.
+/// A clearance's claims waiting for the index of the decision's log entry.
+#[derive(Debug)]
+pub struct Unsealed {
+    claims: ClearanceClaims,
+    signer: Arc<ClearanceSigner>,
+}
+
+impl Unsealed {
+    pub const fn expires(&self) -> Timestamp {
+        Timestamp(self.claims.exp)
+    }
+
+    /// Stage 8: sign the clearance, bound to the decision's log entry. It takes a
+    /// [`Recorded`] index, which only the control plane's seal makes, inside the store
+    /// transaction that writes that entry; the store hands the token back only after
+    /// the transaction committed. A clearance cannot leave for a decision not in the log.
+    pub fn sign(mut self, recorded: Recorded) -> Result<String, CoreError> {
+        self.claims.log = recorded.index();
+        self.signer
+            .sign(&self.claims)
+            .map_err(|e| CoreError::Internal(format!("signing: {e}")))
+    }
+}
+
+/// The log index of a decision entry, known inside the store transaction that writes
+/// it (together with the clearance signed with it): required to sign that clearance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded(LogIndex);
 
 impl Recorded {
-    /// Only after `append` or `append_change` answered that the entry is durable.
-    pub(crate) const fn durable(index: LogIndex) -> Self {
+    /// Only in a [`crate::Seal`], which the store runs inside the entry's transaction.
+    pub(crate) const fn sequenced(index: LogIndex) -> Self {
         Self(index)
     }
 

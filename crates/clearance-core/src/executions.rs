@@ -404,7 +404,13 @@ impl ControlPlane {
         let mut tx = self.store.begin_revocation().await.map_err(audit)?;
         let own_kid = self.engine.signer().kid();
         let records = plan_revocation(tx.as_mut(), own_kid, by, kind, id, reason, now).await?;
-        tx.commit().await.map_err(audit)?;
+        let committed = tx.commit().await;
+        if kind == RevocationKind::Principal {
+            // The principal's keys are revoked with it; even on an error, since the
+            // commit may have happened before the answer was lost.
+            self.keys.invalidate();
+        }
+        committed.map_err(audit)?;
         if let Some(last) = records.last() {
             self.announce_revocation(last.seq);
         }

@@ -9,6 +9,7 @@ mod engine;
 mod environments;
 mod error;
 mod executions;
+mod keycache;
 mod log;
 mod service;
 mod store;
@@ -16,7 +17,7 @@ mod store;
 pub use apikey::{API_KEY_PREFIX, ApiKey, KeyHash};
 pub use engine::{
     AttestedEnvironment, Caller, DecisionEngine, EngineConfig, EnvironmentCheck, ParentCheck, ParentFacts, Placement,
-    Recorded, Verdict,
+    Recorded, Unsealed, Verdict,
 };
 pub use environments::parse_attestation_key;
 pub use error::CoreError;
@@ -26,7 +27,7 @@ pub use service::{Clock, ControlPlane, PolicyState, Readiness, SystemClock};
 pub use store::{
     Applied, Attestation, ChallengeRefusal, ClusterPort, EnvironmentPort, EnvironmentRecord, ExecutionChange,
     ExecutionPort, ExecutionRecord, ExecutionStatus, KeyRecord, LogAppend, LogPort, PolicyPort, PolicyRecord,
-    PrincipalPort, PrincipalRecord, RevocationTx, SharedChange, Store, StoreError, StoredCheckpoint,
+    PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, Store, StoreError, StoredCheckpoint,
 };
 
 #[cfg(test)]

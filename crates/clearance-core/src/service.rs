@@ -72,6 +72,8 @@ pub struct ControlPlane {
     pub(crate) revocations: tokio::sync::watch::Sender<u64>,
     /// Whether the clearance signing key has been revoked.
     pub(crate) signing_key_revoked: std::sync::atomic::AtomicBool,
+    /// Stage 1 from memory.
+    pub(crate) keys: crate::keycache::KeyCache,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -114,6 +116,7 @@ impl ControlPlane {
             policy: RwLock::new(state),
             revocations: tokio::sync::watch::Sender::new(latest_revocation),
             signing_key_revoked: std::sync::atomic::AtomicBool::new(key_revoked),
+            keys: crate::keycache::KeyCache::default(),
         };
         plane.check_log_integrity().await?;
         Ok(plane)
@@ -178,15 +181,24 @@ impl ControlPlane {
         Ok(if generated { Some(key) } else { None })
     }
 
-    /// Stage 1: turn a presented key into a caller.
+    /// Stage 1: turn a presented key into a caller, from memory when the key was seen
+    /// valid before and nothing that could revoke it happened since.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Caller, CoreError> {
         let key = ApiKey::parse(presented.ok_or(CoreError::InvalidApiKey)?)?;
         let hash = key.hash();
+        let generation = match self.keys.get(&hash) {
+            Ok(caller) => return Ok(caller),
+            Err(generation) => generation,
+        };
         match self.store.principal_by_key(&hash).await? {
-            Some((principal, stored)) if stored.ct_eq(&hash) => Ok(Caller {
-                id: principal.id,
-                roles: principal.roles,
-            }),
+            Some((principal, stored)) if stored.ct_eq(&hash) => {
+                let caller = Caller {
+                    id: principal.id,
+                    roles: principal.roles,
+                };
+                self.keys.insert(generation, hash, caller.clone());
+                Ok(caller)
+            }
             _ => Err(CoreError::InvalidApiKey),
         }
     }
@@ -297,19 +309,32 @@ impl ControlPlane {
                     exit_code: None,
                     reason: None,
                 };
+                // Stage 8 runs inside the entry's own transaction, once its index is
+                // known; the clearance is stored in that commit and comes back only
+                // after it.
+                let unsealed = self.engine.prepare(caller, req, &verdict, &execution_id, now)?;
+                let seal: crate::store::Seal = Box::new(move |index| {
+                    unsealed
+                        .sign(crate::engine::Recorded::sequenced(index))
+                        .map_err(|e| e.to_string())
+                });
                 self.store
-                    .append_change(&execution_id, append, ExecutionChange::Authorize(Box::new(record)))
+                    .append_sealed(
+                        &execution_id,
+                        append,
+                        ExecutionChange::Authorize(Box::new(record)),
+                        seal,
+                    )
                     .await
             }
-            _ => self
-                .store
-                .append(append)
-                .await
-                .map(|index| crate::store::Applied { index, parent: None }),
+            _ => self.store.append(append).await.map(|index| crate::store::Applied {
+                index,
+                parent: None,
+                clearance: None,
+            }),
         };
+        // The append answered: the decision entry (and an allow's clearance) is durable.
         let applied = recorded.map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
-        // The append answered: the decision entry is durable.
-        let log_index = crate::engine::Recorded::durable(applied.index);
         if applied.parent == Some(ExecutionState::Revoked) {
             // The parent was revoked after stage 4 checked it: the child is revoked before
             // its clearance leaves, so it cannot escape the cascade. If that revocation
@@ -319,26 +344,20 @@ impl ControlPlane {
                 .await
                 .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
         }
-        let (clearance, expires_at) = if verdict.decision == Decision::Allow {
-            let (token, exp) = self
-                .engine
-                .issue(caller, req, &verdict, &execution_id, log_index, now)?;
-            // For evidence bundles only: the decision entry above is what proves the
-            // decision, so losing this record costs a bundle its copy of the token.
-            if let Err(e) = self.store.record_clearance(&execution_id, &token).await {
-                tracing::warn!(%execution_id, error = %e, "the issued clearance was not kept for evidence");
-            }
-            (Some(token), Some(exp.to_rfc3339()))
-        } else {
-            (None, None)
-        };
+        let clearance = applied.clearance;
+        if verdict.decision == Decision::Allow && clearance.is_none() {
+            return Err(CoreError::Internal(
+                "an allowed decision was recorded without its clearance".into(),
+            ));
+        }
+        let expires_at = clearance.as_ref().map(|_| expires.to_rfc3339());
         Ok(AuthorizeResponse {
             decision: verdict.decision,
             reasons: verdict.reasons,
             policies: verdict.policies,
             policy_version: verdict.policy_version,
             execution_id,
-            log_index: Some(log_index.index()),
+            log_index: Some(applied.index),
             clearance,
             expires_at,
             message: verdict.message,
@@ -445,7 +464,10 @@ impl ControlPlane {
             by: caller.id.clone(),
             key_id: key_id.clone(),
         };
-        self.store.revoke_key(key_id, entry(&event, now)?).await?;
+        let revoked = self.store.revoke_key(key_id, entry(&event, now)?).await;
+        // Even on an error: the commit may have happened before the answer was lost.
+        self.keys.invalidate();
+        revoked?;
         Ok(())
     }
 
@@ -521,6 +543,7 @@ impl ControlPlane {
     /// when another node activated a new one). Cheap: two indexed reads, and a compile
     /// only when the version changed.
     pub async fn sync_shared_state(&self) -> Result<(), CoreError> {
+        self.keys.observe_revoked(self.store.revoked_key_count().await?);
         let latest = self.store.latest_revocation().await?;
         if latest > *self.revocations.borrow() {
             if self

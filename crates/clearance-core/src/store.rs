@@ -205,14 +205,25 @@ impl ExecutionChange {
 }
 
 /// What an append with an execution change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The index of the job's own entry.
     pub index: LogIndex,
     /// For `Authorize` of a child: its parent's state as found in the same transaction
     /// (a revocation may have committed since the parent was checked).
     pub parent: Option<ExecutionState>,
+    /// What the job's [`Seal`] signed, stored in the same commit as the entry; handed
+    /// back only once that commit succeeded.
+    pub clearance: Option<String>,
 }
+
+/// Signs an allowed decision's clearance once its entry's log index is known: the store
+/// runs it inside the transaction that writes the entry and stores what it returns in
+/// the same commit, so a decision and its clearance are durable together, in one
+/// commit. The token leaves the store only in [`Applied::clearance`], after the commit;
+/// if the commit fails, it never leaves at all. An error refuses the job: neither the
+/// entry nor the execution is written.
+pub type Seal = Box<dyn FnOnce(LogIndex) -> Result<String, String> + Send>;
 
 /// A registered environment, with its latest accepted attestation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +267,8 @@ pub enum SharedChange {
     Revocation(u64),
     /// A policy version was activated.
     PolicyActivated,
+    /// An API key was revoked by itself (a principal's revocation is a [`Self::Revocation`]).
+    KeyRevoked,
 }
 
 /// The audit log: appends (group commit is the store's business), reads, Merkle nodes and
@@ -272,6 +285,16 @@ pub trait LogPort: Send + Sync {
         entry: LogAppend,
         change: ExecutionChange,
     ) -> Result<Applied, StoreError>;
+    /// Append an allowed decision's entry, authorize its execution (`change` is
+    /// [`ExecutionChange::Authorize`]) and store the clearance `seal` signs, all in one
+    /// group commit. Writes nothing if the change or the seal is refused.
+    async fn append_sealed(
+        &self,
+        id: &ExecutionId,
+        entry: LogAppend,
+        change: ExecutionChange,
+        seal: Seal,
+    ) -> Result<Applied, StoreError>;
     /// Number of entries in the log.
     async fn log_size(&self) -> Result<u64, StoreError>;
     /// Entries `[start, end)`, in order.
@@ -284,8 +307,6 @@ pub trait LogPort: Send + Sync {
     async fn save_checkpoint(&self, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError>;
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
-    /// Keep an issued clearance for evidence bundles; best effort, not awaited durable.
-    async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError>;
     async fn clearance(&self, execution: &ExecutionId) -> Result<Option<String>, StoreError>;
 }
 
@@ -304,8 +325,12 @@ pub trait PrincipalPort: Send + Sync {
     async fn create_principal(&self, principal: &PrincipalRecord, event: LogAppend) -> Result<LogIndex, StoreError>;
     /// Store a key's hash and append `event`, atomically.
     async fn add_key(&self, key: &KeyRecord, hash: &KeyHash, event: LogAppend) -> Result<LogIndex, StoreError>;
-    /// Revoke a key (`NotFound` if unknown or already revoked) and append `event`, atomically.
+    /// Revoke a key (`NotFound` if unknown or already revoked) and append `event`,
+    /// atomically; every node hears of it ([`SharedChange::KeyRevoked`]).
     async fn revoke_key(&self, key_id: &KeyId, event: LogAppend) -> Result<LogIndex, StoreError>;
+    /// How many keys are revoked, by themselves or with their principal: it grows with
+    /// every change that can make a valid key invalid, and is cheap enough to poll.
+    async fn revoked_key_count(&self) -> Result<u64, StoreError>;
 }
 
 /// Policy versions and which one is active.

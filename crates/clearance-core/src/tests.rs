@@ -261,17 +261,7 @@ fn issue_signs_only_allows() {
         Some(&p),
         NOW,
     );
-    assert!(
-        e.issue(
-            &agent(),
-            &req,
-            &deny,
-            &id,
-            crate::engine::Recorded::durable(LogIndex(1)),
-            NOW
-        )
-        .is_err()
-    );
+    assert!(e.prepare(&agent(), &req, &deny, &id, NOW).is_err());
     let req = request(json!({"amount": 5, "currency": "EUR"}));
     let allow = e.decide(
         &agent(),
@@ -281,18 +271,15 @@ fn issue_signs_only_allows() {
         Some(&p),
         NOW,
     );
-    let (token, exp) = e
-        .issue(
-            &agent(),
-            &req,
-            &allow,
-            &id,
-            crate::engine::Recorded::durable(LogIndex(1)),
-            NOW,
-        )
-        .unwrap();
-    assert_eq!(exp, Timestamp(NOW.0 + 60));
+    let unsealed = e.prepare(&agent(), &req, &allow, &id, NOW).unwrap();
+    assert_eq!(unsealed.expires(), Timestamp(NOW.0 + 60));
+    let token = unsealed.sign(crate::engine::Recorded::sequenced(LogIndex(7))).unwrap();
     assert_eq!(token.split('.').count(), 3);
+    let claims = clearance_artifact::UnverifiedToken::parse(&token)
+        .unwrap()
+        .verify_signature(&e.signer().verifying_key())
+        .unwrap();
+    assert_eq!(claims.log, LogIndex(7), "the clearance names the entry's index");
     assert_eq!(req.resource, ResourceRef::new("Tool", "stripe"));
 }
 

@@ -72,6 +72,7 @@ impl PgDb {
         let payload = match change {
             SharedChange::Revocation(seq) => format!("revocation:{seq}"),
             SharedChange::PolicyActivated => "policy".to_owned(),
+            SharedChange::KeyRevoked => "key".to_owned(),
         };
         sqlx::query("SELECT pg_notify('clearance_' || current_schema(), $1)")
             .bind(payload)
@@ -123,10 +124,10 @@ impl PgStore {
             jobs,
             options.store.max_batch,
             options.store.append_timeout,
-            move |batch| {
+            move |mut batch| {
                 let writer = writer.clone();
                 async move {
-                    let outcome = imp::write_batch(&writer, &batch).await;
+                    let outcome = imp::write_batch(&writer, &mut batch).await;
                     (batch, outcome)
                 }
             },
@@ -226,6 +227,7 @@ async fn spawn_listener(pool: PgPool, changes: broadcast::Sender<SharedChange>) 
                     let change = match n.payload().split_once(':') {
                         Some(("revocation", seq)) => seq.parse().ok().map(SharedChange::Revocation),
                         _ if n.payload() == "policy" => Some(SharedChange::PolicyActivated),
+                        _ if n.payload() == "key" => Some(SharedChange::KeyRevoked),
                         _ => None,
                     };
                     if let Some(change) = change {

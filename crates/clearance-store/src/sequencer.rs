@@ -6,8 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use clearance_core::{Applied, ExecutionChange, LogAppend, StoreError};
+use clearance_core::{Applied, ExecutionChange, LogAppend, Seal, StoreError, StoredCheckpoint};
 use clearance_model::ExecutionId;
+use clearance_model::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) enum Job {
@@ -18,11 +19,26 @@ pub(crate) enum Job {
         /// Applied first; if it is refused, this job's entry is not appended and its
         /// reply is the refusal, while the rest of the batch commits.
         change: Option<ExecutionChange>,
+        /// Signs the clearance of an allowed decision once the entry's index is known;
+        /// the token is stored in the same commit. Taken when the batch is written.
+        seal: Option<Seal>,
         reply: oneshot::Sender<Result<Applied, StoreError>>,
     },
-    /// Keep an issued clearance for evidence bundles. Rides on the next batch's commit;
-    /// nobody waits for it (the clearance is not part of any proof).
-    Clearance { execution_id: String, token: String },
+    /// Store a signed checkpoint. It goes through the writer like everything else, so
+    /// under load it waits its turn in a batch instead of failing on a busy database.
+    Checkpoint {
+        checkpoint: StoredCheckpoint,
+        at: Timestamp,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
+    },
+}
+
+impl Job {
+    fn reply(self, result: Result<Applied, StoreError>) {
+        let (Self::Append { reply, .. } | Self::Checkpoint { reply, .. }) = self;
+        // The caller may have given up (timeout); nothing to do then.
+        let _ = reply.send(result);
+    }
 }
 
 /// Run until every sender is gone. `write` commits one batch and answers per job.
@@ -59,10 +75,7 @@ where
         };
         for job in batch {
             let result = results.next();
-            if let Job::Append { reply, .. } = job {
-                // The caller may have given up (timeout); nothing to do then.
-                let _ = reply.send(result.unwrap_or_else(|| Err(StoreError::Unavailable("lost reply".into()))));
-            }
+            job.reply(result.unwrap_or_else(|| Err(StoreError::Unavailable("lost reply".into()))));
         }
     }
 }

@@ -27,7 +27,8 @@ macro_rules! store_impl {
         use clearance_core::{
             Applied, Attestation, ChallengeRefusal, ClusterPort, EnvironmentPort, EnvironmentRecord, ExecutionChange,
             ExecutionPort, ExecutionRecord, ExecutionStatus, KeyHash, KeyRecord, LogAppend, LogPort, PolicyPort,
-            PolicyRecord, PrincipalPort, PrincipalRecord, RevocationTx, SharedChange, StoreError, StoredCheckpoint,
+            PolicyRecord, PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, StoreError,
+            StoredCheckpoint,
         };
         use clearance_log::{Hash, NodeId, leaf_hash};
         use clearance_model::execution::{ExecutionState, RevocationKind, RevocationRecord};
@@ -113,22 +114,55 @@ macro_rules! store_impl {
         /// new nodes computed in memory. Returns the first index.
         pub(crate) async fn append_leaves(conn: &mut Conn, entries: &[&LogAppend]) -> Result<u64, StoreError> {
             let start = log_size_in(conn).await?;
+            append_leaves_at(conn, start, entries).await?;
+            Ok(start)
+        }
+
+        /// Write `entries` from index `start` (the log's size, read in this transaction):
+        /// all of them in one statement per 200, then the Merkle nodes they complete.
+        async fn append_leaves_at(conn: &mut Conn, start: u64, entries: &[&LogAppend]) -> Result<(), StoreError> {
             if entries.is_empty() {
-                return Ok(start);
+                return Ok(());
             }
-            for (i, e) in entries.iter().enumerate() {
-                sqlx::query("INSERT INTO log_entries (idx, entry, appended_at, execution_id) VALUES ($1, $2, $3, $4)")
-                    .bind(int(start + i as u64)?)
-                    .bind(&e.entry)
-                    .bind(e.time.seconds())
-                    .bind(e.execution.as_ref().map(ExecutionId::as_str))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
+            let mut next = start;
+            for chunk in entries.chunks(200) {
+                let sql = format!(
+                    "INSERT INTO log_entries (idx, entry, appended_at, execution_id) VALUES {}",
+                    placeholders(chunk.len(), 4)
+                );
+                let mut query = sqlx::query(&sql);
+                for e in chunk {
+                    query = query
+                        .bind(int(next)?)
+                        .bind(&e.entry)
+                        .bind(e.time.seconds())
+                        .bind(e.execution.as_ref().map(ExecutionId::as_str));
+                    next += 1;
+                }
+                query.execute(&mut *conn).await.map_err(unavailable)?;
             }
             let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.entry)).collect();
-            add_nodes(conn, start, &leaves).await?;
-            Ok(start)
+            add_nodes(conn, start, &leaves).await
+        }
+
+        /// `($1, $2), ($3, $4), ...`: `rows` rows of `columns` numbered placeholders.
+        fn placeholders(rows: usize, columns: usize) -> String {
+            let mut out = String::with_capacity(rows * columns * 5);
+            for row in 0..rows {
+                if row > 0 {
+                    out.push_str(", ");
+                }
+                out.push('(');
+                for column in 0..columns {
+                    if column > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push('$');
+                    out.push_str(&(row * columns + column + 1).to_string());
+                }
+                out.push(')');
+            }
+            out
         }
 
         /// Store the nodes that leaves appended at `start` complete.
@@ -137,10 +171,7 @@ macro_rules! store_impl {
             let nodes = clearance_log::append_nodes(start, &edge, leaves)
                 .map_err(|id| StoreError::Unavailable(format!("log node ({}, {}) is missing", id.level, id.index)))?;
             for chunk in nodes.chunks(200) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-                    .collect();
-                let sql = format!("INSERT INTO log_nodes (level, idx, hash) VALUES {}", values.join(", "));
+                let sql = format!("INSERT INTO log_nodes (level, idx, hash) VALUES {}", placeholders(chunk.len(), 3));
                 let mut query = sqlx::query(&sql);
                 for (id, hash) in chunk {
                     query = query.bind(i64::from(id.level)).bind(int(id.index)?).bind(hash.to_vec());
@@ -150,52 +181,88 @@ macro_rules! store_impl {
             Ok(())
         }
 
+        async fn insert_checkpoint(conn: &mut Conn, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(int(checkpoint.size)?)
+            .bind(checkpoint.root.to_vec())
+            .bind(checkpoint.note.as_str())
+            .bind(at.seconds())
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+            Ok(())
+        }
+
         /// One transaction for a whole batch of appends (group commit). Returns one result
         /// per job, in order: what its append did, or the refusal that kept it out.
         pub(crate) async fn write_batch(
             db: &$handle,
-            batch: &[Job],
+            batch: &mut [Job],
         ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
             let mut tx = db.write_tx().await?;
+            let start = log_size_in(&mut tx).await?;
             let mut entries: Vec<&LogAppend> = Vec::with_capacity(batch.len());
-            // Per job: its entry's position in `entries` and its parent's state, or its refusal.
-            let mut positions = Vec::with_capacity(batch.len());
-            for job in batch {
+            let mut clearances: Vec<(&str, String)> = Vec::new();
+            let mut results = Vec::with_capacity(batch.len());
+            for job in batch.iter_mut() {
                 match job {
-                    Job::Append { id, entry, change, .. } => {
-                        let applied = match (id, change) {
+                    Job::Append { id, entry, change, seal, .. } => {
+                        let index = LogIndex(start + entries.len() as u64);
+                        // Signed first: a seal that fails refuses the job before anything
+                        // of it is written.
+                        let clearance = match seal.take().map(|seal| seal(index)).transpose() {
+                            Ok(token) => token,
+                            Err(e) => {
+                                results.push(Err(StoreError::Unavailable(format!(
+                                    "the clearance could not be signed: {e}"
+                                ))));
+                                continue;
+                            }
+                        };
+                        let applied = match (&*id, &*change) {
                             (Some(id), Some(change)) => apply_change(&mut tx, id, change).await?,
                             _ => Ok(None),
                         };
-                        positions.push(applied.map(|parent| (Some(entries.len() as u64), parent)));
-                        if positions.last().is_some_and(Result::is_ok) {
-                            entries.push(entry);
+                        let parent = match applied {
+                            Ok(parent) => parent,
+                            Err(refused) => {
+                                results.push(Err(refused));
+                                continue;
+                            }
+                        };
+                        if let (Some(id), Some(token)) = (&*id, &clearance) {
+                            clearances.push((id.as_str(), token.clone()));
                         }
+                        entries.push(entry);
+                        results.push(Ok(Applied { index, parent, clearance }));
                     }
-                    Job::Clearance { execution_id, token } => {
-                        sqlx::query(
-                            "INSERT INTO clearances (execution_id, token) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(execution_id.as_str())
-                        .bind(token.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                        positions.push(Ok((None, None)));
+                    Job::Checkpoint { checkpoint, at, .. } => {
+                        insert_checkpoint(&mut tx, checkpoint, *at).await?;
+                        results.push(Ok(Applied {
+                            index: LogIndex(start),
+                            parent: None,
+                            clearance: None,
+                        }));
                     }
                 }
             }
-            let start = append_leaves(&mut tx, &entries).await?;
+            append_leaves_at(&mut tx, start, &entries).await?;
+            for chunk in clearances.chunks(200) {
+                let sql = format!(
+                    "INSERT INTO clearances (execution_id, token) VALUES {} ON CONFLICT DO NOTHING",
+                    placeholders(chunk.len(), 2)
+                );
+                let mut query = sqlx::query(&sql);
+                for (id, token) in chunk {
+                    query = query.bind(*id).bind(token.as_str());
+                }
+                query.execute(&mut *tx).await.map_err(unavailable)?;
+            }
             tx.commit().await.map_err(unavailable)?;
-            Ok(positions
-                .into_iter()
-                .map(|p| {
-                    p.map(|(position, parent)| Applied {
-                        index: LogIndex(start + position.unwrap_or(0)),
-                        parent,
-                    })
-                })
-                .collect())
+            Ok(results)
         }
 
         /// Hand an entry (and its change) to the sequencer and wait until it is durable.
@@ -204,12 +271,22 @@ macro_rules! store_impl {
             id: Option<ExecutionId>,
             entry: LogAppend,
             change: Option<ExecutionChange>,
+            seal: Option<Seal>,
         ) -> Result<Applied, StoreError> {
             let (reply, answer) = oneshot::channel();
+            submit(store, Job::Append { id, entry, change, seal, reply }, answer).await
+        }
+
+        /// Queue a job for the writer and wait for its answer.
+        async fn submit(
+            store: &$store,
+            job: Job,
+            answer: oneshot::Receiver<Result<Applied, StoreError>>,
+        ) -> Result<Applied, StoreError> {
             let wait = async {
                 store
                     .appends
-                    .send(Job::Append { id, entry, change, reply })
+                    .send(job)
                     .await
                     .map_err(|_| StoreError::Unavailable("the log sequencer has stopped".into()))?;
                 answer
@@ -312,7 +389,7 @@ macro_rules! store_impl {
         #[async_trait]
         impl LogPort for $store {
             async fn append(&self, entry: LogAppend) -> Result<LogIndex, StoreError> {
-                sequence(self, None, entry, None).await.map(|a| a.index)
+                sequence(self, None, entry, None, None).await.map(|a| a.index)
             }
 
             async fn append_change(
@@ -321,7 +398,17 @@ macro_rules! store_impl {
                 entry: LogAppend,
                 change: ExecutionChange,
             ) -> Result<Applied, StoreError> {
-                sequence(self, Some(id.clone()), entry, Some(change)).await
+                sequence(self, Some(id.clone()), entry, Some(change), None).await
+            }
+
+            async fn append_sealed(
+                &self,
+                id: &ExecutionId,
+                entry: LogAppend,
+                change: ExecutionChange,
+                seal: Seal,
+            ) -> Result<Applied, StoreError> {
+                sequence(self, Some(id.clone()), entry, Some(change), Some(seal)).await
             }
 
             async fn log_size(&self) -> Result<u64, StoreError> {
@@ -354,18 +441,13 @@ macro_rules! store_impl {
             }
 
             async fn save_checkpoint(&self, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (size) DO NOTHING",
-                )
-                .bind(int(checkpoint.size)?)
-                .bind(checkpoint.root.to_vec())
-                .bind(checkpoint.note.as_str())
-                .bind(at.seconds())
-                .execute(&self.db.pool)
-                .await
-                .map_err(unavailable)?;
-                Ok(())
+                let (reply, answer) = oneshot::channel();
+                let job = Job::Checkpoint {
+                    checkpoint: checkpoint.clone(),
+                    at,
+                    reply,
+                };
+                submit(self, job, answer).await.map(|_| ())
             }
 
             async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
@@ -380,15 +462,6 @@ macro_rules! store_impl {
             async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
                 let mut conn = self.db.pool.acquire().await.map_err(unavailable)?;
                 all_checkpoints(&mut conn).await
-            }
-
-            async fn record_clearance(&self, execution: &ExecutionId, token: &str) -> Result<(), StoreError> {
-                self.appends
-                    .try_send(Job::Clearance {
-                        execution_id: execution.as_str().to_owned(),
-                        token: token.to_owned(),
-                    })
-                    .map_err(|_| StoreError::Unavailable("the log sequencer is full or stopped".into()))
             }
 
             async fn clearance(&self, execution: &ExecutionId) -> Result<Option<String>, StoreError> {
@@ -527,7 +600,16 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound(format!("unrevoked key `{key_id}`")));
                 }
+                <$handle>::announce(&mut tx, SharedChange::KeyRevoked).await?;
                 commit_with_event(tx, &event).await
+            }
+
+            async fn revoked_key_count(&self) -> Result<u64, StoreError> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NOT NULL")
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .map_err(unavailable)?;
+                uint(n, "revoked key count")
             }
         }
 

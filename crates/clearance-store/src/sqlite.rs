@@ -91,10 +91,10 @@ impl SqliteStore {
             jobs,
             options.max_batch,
             options.append_timeout,
-            move |batch| {
+            move |mut batch| {
                 let writer = writer.clone();
                 async move {
-                    let outcome = imp::write_batch(&writer, &batch).await;
+                    let outcome = imp::write_batch(&writer, &mut batch).await;
                     (batch, outcome)
                 }
             },

@@ -18,7 +18,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use clearance_artifact::ClearanceSigner;
-use clearance_core::{Attestation, ChallengeRefusal, CoreError, EnvironmentRecord, LogAppend, Store, StoreError};
+use clearance_core::{
+    Attestation, ChallengeRefusal, CoreError, EnvironmentRecord, ExecutionChange, LogAppend, Seal, Store, StoreError,
+};
 use clearance_log::{MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
 use clearance_model::execution::{ExecutionState, RevocationKind, RevokeRequest, StartRequest};
 use clearance_model::wire::{AuthorizeRequest, PolicyBundle};
@@ -289,6 +291,69 @@ async fn a_refused_change_writes_nothing(b: Backend) {
             ..
         })
     ));
+    assert_eq!(b.store.log_size().await.unwrap(), before + 5);
+    drop(w);
+    b.finish().await;
+}
+
+/// An allowed decision's entry, execution and clearance commit together: the clearance
+/// names its entry's index and is stored with it. A seal that fails writes nothing and
+/// does not hold back the rest of its batch.
+async fn a_decision_commits_with_its_clearance(b: Backend) {
+    let w = world(Arc::clone(&b.store)).await;
+    let r = w.cp.authorize(&w.bot, &refund(10, None, 4)).await.unwrap();
+    let token = r.clearance.clone().unwrap();
+    let claims = clearance_artifact::UnverifiedToken::parse(&token)
+        .unwrap()
+        .verify_signature(&w.cp.engine().signer().verifying_key())
+        .unwrap();
+    assert_eq!(Some(claims.log), r.log_index);
+    assert_eq!(b.store.clearance(&r.execution_id).await.unwrap(), Some(token));
+    let record = b.store.execution(&r.execution_id).await.unwrap().unwrap();
+    let before = b.store.log_size().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let mut record = record.clone();
+        record.id = ExecutionId::random().unwrap();
+        let store = Arc::clone(&b.store);
+        tasks.push(tokio::spawn(async move {
+            let id = record.id.clone();
+            let seal: Seal = Box::new(move |index: LogIndex| {
+                if i % 2 == 0 {
+                    Ok(format!("token-{}", index.0))
+                } else {
+                    Err("the signing key is gone".into())
+                }
+            });
+            let append = LogAppend {
+                execution: Some(id.clone()),
+                ..entry(i)
+            };
+            let applied = store
+                .append_sealed(&id, append, ExecutionChange::Authorize(Box::new(record)), seal)
+                .await;
+            (i, id, applied)
+        }));
+    }
+    for t in tasks {
+        let (i, id, applied) = t.await.unwrap();
+        if i % 2 == 0 {
+            let applied = applied.unwrap();
+            let token = format!("token-{}", applied.index.0);
+            assert_eq!(applied.clearance.as_deref(), Some(token.as_str()));
+            assert_eq!(b.store.clearance(&id).await.unwrap(), Some(token));
+            let stored = b.store.log_entries(applied.index.0, applied.index.0 + 1).await.unwrap();
+            assert_eq!(stored[0].1, entry(i).entry);
+            assert!(b.store.execution(&id).await.unwrap().is_some());
+        } else {
+            match applied {
+                Err(StoreError::Unavailable(m)) => assert!(m.contains("could not be signed"), "{m}"),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(b.store.execution(&id).await.unwrap(), None);
+            assert_eq!(b.store.clearance(&id).await.unwrap(), None);
+        }
+    }
     assert_eq!(b.store.log_size().await.unwrap(), before + 5);
     drop(w);
     b.finish().await;
@@ -702,6 +767,7 @@ every_backend!(
     appends_are_gapless_and_distinct,
     a_clearance_starts_once,
     a_refused_change_writes_nothing,
+    a_decision_commits_with_its_clearance,
     revocation_cascades,
     revocations_are_ordered,
     proofs_at_many_sizes,
