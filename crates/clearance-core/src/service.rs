@@ -97,7 +97,7 @@ impl ControlPlane {
     ) -> Result<Self, CoreError> {
         let state = match store.active_policy().await? {
             None => PolicyState::None,
-            Some((version, bundle)) => compile_active(version, &bundle),
+            Some((version, bundle)) => compile_active(version, bundle).await,
         };
         let origin = store.meta_or_init("log_origin", default_origin).await?;
         let log_signer = crate::log::log_signer(origin, log_key)?;
@@ -473,7 +473,7 @@ impl ControlPlane {
 
     pub async fn validate_policy(&self, caller: &Caller, bundle: &PolicyBundle) -> Result<PolicyValidated, CoreError> {
         require(caller, &[Role::Admin])?;
-        let compiled = CompiledPolicy::compile(bundle)?;
+        let compiled = compile(bundle.clone()).await?;
         Ok(PolicyValidated {
             version: compiled.version(),
             policy_ids: compiled.policy_ids().to_vec(),
@@ -484,7 +484,7 @@ impl ControlPlane {
     /// Store a bundle as an immutable version. Does not activate it.
     pub async fn push_policy(&self, caller: &Caller, bundle: &PolicyBundle) -> Result<PolicyPushed, CoreError> {
         require(caller, &[Role::Admin])?;
-        let compiled = CompiledPolicy::compile(bundle)?;
+        let compiled = compile(bundle.clone()).await?;
         let created = self
             .store
             .save_policy(&compiled.version(), bundle, self.clock.now())
@@ -507,7 +507,7 @@ impl ControlPlane {
             .policy(version)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("policy version `{version}`")))?;
-        let compiled = Arc::new(CompiledPolicy::compile(&bundle)?);
+        let compiled = Arc::new(compile(bundle).await?);
         let now = self.clock.now();
         let event = Event::PolicyActivated {
             time: now.seconds(),
@@ -564,7 +564,7 @@ impl ControlPlane {
         if stored != current
             && let Some((version, bundle)) = self.store.active_policy().await?
         {
-            let state = compile_active(version, &bundle);
+            let state = compile_active(version, bundle).await;
             tracing::info!(%version, "following the policy version activated on another node");
             *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
         }
@@ -610,9 +610,18 @@ impl ControlPlane {
     }
 }
 
+/// Compile a bundle on a thread of its own: a bundle of thousands of policies takes
+/// long enough to stall every request sharing a runtime thread with it.
+async fn compile(bundle: PolicyBundle) -> Result<CompiledPolicy, CoreError> {
+    tokio::task::spawn_blocking(move || CompiledPolicy::compile(&bundle))
+        .await
+        .map_err(|e| CoreError::Internal(format!("compiling the policy bundle: {e}")))?
+        .map_err(CoreError::from)
+}
+
 /// The state of a stored active version: compiled, or broken (everything denied).
-fn compile_active(version: PolicyVersion, bundle: &PolicyBundle) -> PolicyState {
-    match CompiledPolicy::compile(bundle) {
+async fn compile_active(version: PolicyVersion, bundle: PolicyBundle) -> PolicyState {
+    match compile(bundle).await {
         Ok(p) => PolicyState::Active(Arc::new(p)),
         Err(e) => {
             tracing::error!(%version, error = %e, "the active policy version does not compile: denying everything");

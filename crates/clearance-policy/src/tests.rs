@@ -441,3 +441,48 @@ fn deep_nesting_is_refused_before_parsing() {
     let compiled = CompiledPolicy::compile(&allowed);
     assert!(compiled.is_ok(), "{:?}", compiled.map(|_| ()));
 }
+
+/// Validation narrowed per action must judge every bundle as Cedar does over the whole
+/// schema: the same verdict and, on failure, the same errors.
+#[test]
+fn narrowed_validation_agrees_with_cedar_over_the_whole_schema() {
+    let cases = [
+        // Scoped to one action: validated against that action alone.
+        r#"permit(principal, action == Action::"refund", resource) when { context.arguments.amount < 5 };"#,
+        // Ill-typed for its own action.
+        r#"permit(principal, action == Action::"charge", resource) when { context.arguments.currency == "EUR" };"#,
+        // Ill-typed only if it were checked for another action: still valid.
+        r#"permit(principal, action == Action::"ping", resource) when { false && context.arguments.amount > 1 };"#,
+        // Names another action in its condition: the narrowed schema lacks it, the whole one has it.
+        r#"permit(principal, action == Action::"refund", resource) when { Action::"charge" in Action::"payments" };"#,
+        // Not scoped to one action: validated against the whole schema.
+        r#"permit(principal, action in Action::"payments", resource) when { context.arguments.amount > 1 };"#,
+        // Any action, ill-typed for `ping` (no arguments).
+        r#"permit(principal, action, resource) when { context.arguments.amount > 1 };"#,
+        // An undeclared action.
+        r#"permit(principal, action == Action::"missing", resource);"#,
+    ];
+    let mut refused = 0;
+    for policies in cases {
+        let schema = cedar_policy::Schema::from_cedarschema_str(SCHEMA).unwrap().0;
+        let set: cedar_policy::PolicySet = policies.parse().unwrap();
+        let whole = cedar_policy::Validator::new(schema).validate(&set, cedar_policy::ValidationMode::Strict);
+        let expected: Vec<String> = whole.validation_errors().map(ToString::to_string).collect();
+        match CompiledPolicy::compile(&bundle(SCHEMA, policies)) {
+            Ok(_) => assert!(
+                whole.validation_passed(),
+                "{policies}: accepted, Cedar refuses: {expected:?}"
+            ),
+            Err(PolicyError::Validation(got)) => {
+                assert!(
+                    !whole.validation_passed(),
+                    "{policies}: refused, Cedar accepts: {got:?}"
+                );
+                assert_eq!(got, expected, "{policies}");
+                refused += 1;
+            }
+            Err(e) => panic!("{policies}: {e}"),
+        }
+    }
+    assert_eq!(refused, 3, "the two ill-typed bundles and the undeclared action");
+}

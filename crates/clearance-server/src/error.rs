@@ -95,8 +95,9 @@ impl IntoResponse for ApiError {
                 detail(
                     ErrorCode::RequestTooLarge,
                     format!(
-                        "request body is larger than the limit of {} bytes",
-                        clearance_model::limits::MAX_REQUEST_BYTES
+                        "request body is larger than this endpoint accepts: {} bytes ({} for policy bundles)",
+                        clearance_model::limits::MAX_REQUEST_BYTES,
+                        clearance_model::limits::MAX_POLICY_REQUEST_BYTES
                     ),
                 ),
             ),

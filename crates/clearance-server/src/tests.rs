@@ -154,6 +154,76 @@ async fn every_error_is_a_json_body() {
     );
 }
 
+/// Policy bundles have their own body limit: 10,000 policies over 1,000 actions are
+/// pushed, activated and decided on, while other routes keep the small default and a
+/// bundle past its own limit is refused with the same error.
+#[tokio::test]
+async fn a_bundle_of_ten_thousand_policies_is_accepted() {
+    let h = harness().await;
+    let mut schema = String::from("entity Agent;\nentity Tool;\n");
+    let mut policies = String::new();
+    for a in 0..1_000 {
+        schema.push_str(&format!(
+            "action a{a} appliesTo {{ principal: Agent, resource: Tool, context: {{ arguments: {{ amount: Long }} }} }};\n"
+        ));
+    }
+    for i in 0..10_000 {
+        policies.push_str(&format!(
+            "@id(\"p{i}\")\npermit (principal, action == Action::\"a{}\", resource) when {{ context.arguments.amount <= {} }};\n",
+            i % 1_000,
+            100 + i
+        ));
+    }
+    let bundle = serde_json::json!({"schema": schema, "policies": policies}).to_string();
+    assert!(bundle.len() > clearance_model::limits::MAX_REQUEST_BYTES * 10);
+    let (status, pushed) = h.call("POST", "/v1/policies", Some(&h.admin), Some(&bundle)).await;
+    assert_eq!(status, StatusCode::CREATED, "{pushed}");
+    let version = pushed["version"].as_str().unwrap();
+    let (status, body) = h
+        .call(
+            "POST",
+            &format!("/v1/policies/{version}/activate"),
+            Some(&h.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/principals",
+            Some(&h.admin),
+            Some(r#"{"id": "bot", "roles": ["agent"]}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, key) = h
+        .call("POST", "/v1/principals/bot/keys", Some(&h.admin), Some("{}"))
+        .await;
+    let request = r#"{"action": "a999", "resource": {"type": "Tool", "id": "t"}, "arguments": {"amount": 1000}}"#;
+    let (status, decided) = h
+        .call("POST", "/v1/authorize", key["key"].as_str(), Some(request))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["decision"], "allow", "{decided}");
+    assert_eq!(
+        decided["policies"],
+        serde_json::json!([
+            "p1999", "p2999", "p3999", "p4999", "p5999", "p6999", "p7999", "p8999", "p999", "p9999"
+        ])
+    );
+
+    let too_big = format!(
+        "{{\"schema\": \"\", \"policies\": \"{}\"}}",
+        " ".repeat(clearance_model::limits::MAX_POLICY_REQUEST_BYTES)
+    );
+    let (status, body) = h.call("POST", "/v1/policies", Some(&h.admin), Some(&too_big)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+    );
+}
+
 #[tokio::test]
 async fn openapi_lists_the_api() {
     let h = harness().await;

@@ -1,10 +1,11 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clearance_model::PolicyVersion;
+use clearance_model::limits::MAX_POLICY_REQUEST_BYTES;
 use clearance_model::wire::{ErrorBody, PolicyActivated, PolicyBundle, PolicyList, PolicyPushed, PolicyValidated};
 
 use crate::AppState;
@@ -13,9 +14,14 @@ use crate::error::ApiError;
 use crate::routes::json_body;
 
 pub(crate) fn routes() -> Router<AppState> {
+    // Bundles are the one kind of body larger than the API's default limit.
+    let bundle_limit = || DefaultBodyLimit::max(MAX_POLICY_REQUEST_BYTES);
     Router::new()
-        .route("/v1/policies", get(list_policies).post(push_policy))
-        .route("/v1/policies/validate", post(validate_policy))
+        .route(
+            "/v1/policies",
+            get(list_policies).post(push_policy).layer(bundle_limit()),
+        )
+        .route("/v1/policies/validate", post(validate_policy).layer(bundle_limit()))
         .route("/v1/policies/{version}/activate", post(activate_policy))
 }
 
