@@ -206,6 +206,7 @@ macro_rules! store_impl {
             let start = log_size_in(&mut tx).await?;
             let mut entries: Vec<&LogAppend> = Vec::with_capacity(batch.len());
             let mut clearances: Vec<(&str, String)> = Vec::new();
+            let mut authorized: Vec<&ExecutionRecord> = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for job in batch.iter_mut() {
                 match job {
@@ -223,6 +224,16 @@ macro_rules! store_impl {
                             }
                         };
                         let applied = match (&*id, &*change) {
+                            // Authorizations are inserted together after the loop: nothing
+                            // later in the batch can refer to them, since their clearances
+                            // leave only after the commit.
+                            (Some(_), Some(ExecutionChange::Authorize(record))) => {
+                                authorized.push(&**record);
+                                match &record.parent {
+                                    Some(parent) => Ok(execution_state(&mut tx, parent.as_str()).await?),
+                                    None => Ok(None),
+                                }
+                            }
                             (Some(id), Some(change)) => apply_change(&mut tx, id, change).await?,
                             _ => Ok(None),
                         };
@@ -249,6 +260,7 @@ macro_rules! store_impl {
                     }
                 }
             }
+            insert_executions(&mut tx, &authorized).await?;
             append_leaves_at(&mut tx, start, &entries).await?;
             for chunk in clearances.chunks(200) {
                 let sql = format!(
@@ -945,34 +957,40 @@ macro_rules! store_impl {
             })
         }
 
-        async fn insert_execution(conn: &mut Conn, r: &ExecutionRecord) -> Result<(), StoreError> {
-            let request = serde_json::json!({ "arguments": r.arguments, "context": r.context }).to_string();
-            let delegation = r.delegation.as_ref().map(json).transpose()?;
-            sqlx::query(
-                "INSERT INTO executions (id, principal_id, parent_id, root_principal, depth, action, resource_type, \
-                 resource_id, request, arguments_digest, environment, delegation, kid, policy_version, issued_at, \
-                 expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            )
-            .bind(r.id.as_str())
-            .bind(r.principal.as_str())
-            .bind(r.parent.as_ref().map(ExecutionId::as_str))
-            .bind(r.root_principal.as_str())
-            .bind(i64::from(r.depth))
-            .bind(r.action.as_str())
-            .bind(r.resource.kind.as_str())
-            .bind(r.resource.id.as_str())
-            .bind(request)
-            .bind(r.arguments_digest.to_string())
-            .bind(r.environment.as_deref())
-            .bind(delegation)
-            .bind(r.kid.as_str())
-            .bind(r.policy_version.to_string())
-            .bind(r.issued_at.seconds())
-            .bind(r.expires_at.seconds())
-            .bind(r.state.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| unique_or(e, || format!("execution `{}`", r.id)))?;
+        /// Insert executions, one statement per 100.
+        async fn insert_executions(conn: &mut Conn, records: &[&ExecutionRecord]) -> Result<(), StoreError> {
+            for chunk in records.chunks(100) {
+                let sql = format!(
+                    "INSERT INTO executions (id, principal_id, parent_id, root_principal, depth, action, resource_type, \
+                     resource_id, request, arguments_digest, environment, delegation, kid, policy_version, issued_at, \
+                     expires_at, state) VALUES {}",
+                    placeholders(chunk.len(), 17)
+                );
+                let mut query = sqlx::query(&sql);
+                for r in chunk {
+                    let request = serde_json::json!({ "arguments": r.arguments, "context": r.context }).to_string();
+                    let delegation = r.delegation.as_ref().map(json).transpose()?;
+                    query = query
+                        .bind(r.id.as_str())
+                        .bind(r.principal.as_str())
+                        .bind(r.parent.as_ref().map(ExecutionId::as_str))
+                        .bind(r.root_principal.as_str())
+                        .bind(i64::from(r.depth))
+                        .bind(r.action.as_str())
+                        .bind(r.resource.kind.as_str())
+                        .bind(r.resource.id.as_str())
+                        .bind(request)
+                        .bind(r.arguments_digest.to_string())
+                        .bind(r.environment.as_deref())
+                        .bind(delegation)
+                        .bind(r.kid.as_str())
+                        .bind(r.policy_version.to_string())
+                        .bind(r.issued_at.seconds())
+                        .bind(r.expires_at.seconds())
+                        .bind(r.state.as_str());
+                }
+                query.execute(&mut *conn).await.map_err(|e| unique_or(e, || "an execution id".to_owned()))?;
+            }
             Ok(())
         }
 
@@ -994,7 +1012,7 @@ macro_rules! store_impl {
             change: &ExecutionChange,
         ) -> Result<Result<Option<ExecutionState>, StoreError>, StoreError> {
             if let ExecutionChange::Authorize(record) = change {
-                insert_execution(conn, record).await?;
+                insert_executions(conn, &[record]).await?;
                 return match &record.parent {
                     Some(parent) => Ok(Ok(execution_state(conn, parent.as_str()).await?)),
                     None => Ok(Ok(None)),
