@@ -73,7 +73,9 @@ impl Server {
     }
 
     pub fn try_start_in(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(BIN)
+        // Benchmarks compare builds: `CLEARANCE_BIN` names another build of the server.
+        let bin = std::env::var("CLEARANCE_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--bootstrap-admin-key", ADMIN_KEY])
