@@ -35,6 +35,17 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
+    /// Push and activate a bundle (its JSON body); returns its version.
+    async fn activate(&self, bundle: &str) -> String {
+        let (status, pushed) = self.call("POST", "/v1/policies", Some(&self.admin), Some(bundle)).await;
+        assert_eq!(status, StatusCode::CREATED, "{pushed}");
+        let version = pushed["version"].as_str().unwrap().to_owned();
+        let uri = format!("/v1/policies/{version}/activate");
+        let (status, body) = self.call("POST", &uri, Some(&self.admin), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        version
+    }
+
     async fn call(&self, method: &str, uri: &str, key: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(k) = key {
@@ -176,18 +187,7 @@ async fn a_bundle_of_ten_thousand_policies_is_accepted() {
     }
     let bundle = serde_json::json!({"schema": schema, "policies": policies}).to_string();
     assert!(bundle.len() > clearance_model::limits::MAX_REQUEST_BYTES * 10);
-    let (status, pushed) = h.call("POST", "/v1/policies", Some(&h.admin), Some(&bundle)).await;
-    assert_eq!(status, StatusCode::CREATED, "{pushed}");
-    let version = pushed["version"].as_str().unwrap();
-    let (status, body) = h
-        .call(
-            "POST",
-            &format!("/v1/policies/{version}/activate"),
-            Some(&h.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    h.activate(&bundle).await;
     let (status, body) = h
         .call(
             "POST",
@@ -354,18 +354,7 @@ async fn permitted_lists_the_actions_a_permit_could_grant_the_caller() {
                      permit(principal == Agent::\"ops\", action == Action::\"tool:delete\", resource == McpServer::\"files\");",
     })
     .to_string();
-    let (s, pushed) = h.call("POST", "/v1/policies", Some(&h.admin), Some(&bundle)).await;
-    assert_eq!(s, StatusCode::CREATED, "{pushed}");
-    let version = pushed["version"].as_str().unwrap();
-    let (s, _) = h
-        .call(
-            "POST",
-            &format!("/v1/policies/{version}/activate"),
-            Some(&h.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    let version = h.activate(&bundle).await;
     for (key, expected) in [
         (&ops, serde_json::json!(["tool:read", "tool:delete"])),
         (&bot, serde_json::json!(["tool:read"])),
