@@ -179,8 +179,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("sliced/1000_policies_100_actions", |bench| {
         bench.iter(|| policy.evaluate(black_box(&req)))
     });
+    let all = policy.all_policies().unwrap();
     group.bench_function("unsliced/1000_policies_100_actions", |bench| {
-        bench.iter(|| policy.evaluate_unsliced(black_box(&req)))
+        bench.iter(|| policy.evaluate_unsliced(&all, black_box(&req)))
     });
     group.finish();
 }

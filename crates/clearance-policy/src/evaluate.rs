@@ -71,11 +71,12 @@ impl CompiledPolicy {
         }
     }
 
-    /// Evaluate against every policy of the bundle. Same answer as [`Self::evaluate`]
-    /// (a property test checks it); kept as the reference and the benchmark baseline.
-    pub fn evaluate_unsliced(&self, req: &PolicyRequest<'_>) -> PolicyOutcome {
+    /// Evaluate against every policy of the bundle (`all`, from
+    /// [`Self::all_policies`]). Same answer as [`Self::evaluate`] (a property test checks
+    /// it); kept as the reference and the benchmark baseline.
+    pub fn evaluate_unsliced(&self, all: &PolicySet, req: &PolicyRequest<'_>) -> PolicyOutcome {
         match self.slices.get(req.action) {
-            Some(slice) => self.run(req, &slice.uid, &self.all, slice.context),
+            Some(slice) => self.run(req, &slice.uid, all, slice.context),
             None => unknown_action(req.action),
         }
     }

@@ -266,7 +266,9 @@ proptest! {
             lineage: crate::Lineage { depth: 0, root: "billing-bot" },
             environment: None,
         };
-        prop_assert_eq!(p.evaluate(&req), p.evaluate_unsliced(&req));
+        let all = p.all_policies().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(all.policies().count(), p.policy_ids().len());
+        prop_assert_eq!(p.evaluate(&req), p.evaluate_unsliced(&all, &req));
     }
 }
 
