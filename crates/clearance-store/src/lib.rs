@@ -5,6 +5,7 @@ mod postgres;
 mod sequencer;
 mod sql;
 mod sqlite;
+mod sqlite_writer;
 pub mod testkit;
 
 pub use audit::{Divergence, LogReader, LogReport, verify_log};

@@ -1,0 +1,399 @@
+//! The SQLite log writer: one thread owns one connection and writes each group commit
+//! with direct calls. sqlx's SQLite driver runs every connection on a worker thread and
+//! hands it each statement through a channel, so a batch cost one thread hand-off (two
+//! context switches) per statement; here it costs one per batch. The statements are the
+//! same as the PostgreSQL batch's in `sql.rs`, and the conformance suite holds both
+//! backends to the same behaviour.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use clearance_core::{Applied, ExecutionChange, ExecutionRecord, ExecutionStatus, StoreError, StoredCheckpoint};
+use clearance_log::{Hash, NodeId, leaf_hash};
+use clearance_model::execution::ExecutionState;
+use clearance_model::{ExecutionId, LogIndex, Timestamp};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::sequencer::Job;
+
+type Outcome = Result<Vec<Result<Applied, StoreError>>, StoreError>;
+type Request = (Vec<Job>, oneshot::Sender<(Vec<Job>, Outcome)>);
+
+/// The handle the sequencer writes through.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    batches: std::sync::mpsc::Sender<Request>,
+}
+
+impl Writer {
+    /// Start the writer thread for the database at `path` (created and migrated already).
+    /// It ends when every handle is gone.
+    pub(crate) fn start(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let (batches, requests) = std::sync::mpsc::channel::<Request>();
+        let path = path.to_owned();
+        // Opened here first, so a database the writer cannot open fails the store's open.
+        let conn = open(&path, busy_timeout)?;
+        std::thread::Builder::new()
+            .name("clearance-log-writer".into())
+            .spawn(move || serve(&path, busy_timeout, Some(conn), &requests))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the log writer: {e}")))?;
+        Ok(Self { batches })
+    }
+
+    /// Write one batch in one transaction: per job, what its append did or the refusal
+    /// that kept it out. The jobs come back with the outcome, for their replies.
+    pub(crate) async fn write(&self, batch: Vec<Job>) -> (Vec<Job>, Outcome) {
+        let (reply, answer) = oneshot::channel();
+        if let Err(std::sync::mpsc::SendError((batch, _))) = self.batches.send((batch, reply)) {
+            return (batch, Err(StoreError::Unavailable("the log writer has stopped".into())));
+        }
+        // If the thread died mid-batch the jobs went with it: their callers see their
+        // replies dropped, which they report as the append failing.
+        answer.await.unwrap_or_else(|_| {
+            (
+                Vec::new(),
+                Err(StoreError::Unavailable("the log writer stopped during a write".into())),
+            )
+        })
+    }
+}
+
+fn serve(
+    path: &Path,
+    busy_timeout: Duration,
+    mut conn: Option<Connection>,
+    requests: &std::sync::mpsc::Receiver<Request>,
+) {
+    while let Ok((mut batch, reply)) = requests.recv() {
+        let outcome = match conn.take().map_or_else(|| open(path, busy_timeout), Ok) {
+            Ok(mut c) => {
+                let outcome = write_batch(&mut c, &mut batch);
+                conn = reusable(c);
+                outcome
+            }
+            Err(e) => Err(e),
+        };
+        let _ = reply.send((batch, outcome));
+    }
+}
+
+/// The connection, unless a failed write left it inside a transaction: a COMMIT that
+/// failed (a full disk) can leave it there for good, and every later batch would then be
+/// refused. A fresh connection is opened for the next batch instead.
+fn reusable(conn: Connection) -> Option<Connection> {
+    if conn.is_autocommit() {
+        return Some(conn);
+    }
+    let _ = conn.execute_batch("ROLLBACK");
+    if conn.is_autocommit() {
+        Some(conn)
+    } else {
+        tracing::warn!("closing the log writer's connection, left inside a transaction by a failed write");
+        None
+    }
+}
+
+fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))?;
+    conn.busy_timeout(busy_timeout).map_err(unavailable)?;
+    // As the pool's connections: WAL (a property of the file, already set), every commit
+    // synced, foreign keys enforced.
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("database: {e}"))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("corrupt {what} in the database"))
+}
+
+fn int(i: u64) -> Result<i64, StoreError> {
+    i64::try_from(i).map_err(|_| StoreError::Unavailable(format!("{i} is out of the database's range")))
+}
+
+fn state(s: &str) -> Result<ExecutionState, StoreError> {
+    ExecutionState::parse(s).ok_or_else(|| corrupt("execution state"))
+}
+
+/// The batch of `sql.rs`'s `write_batch`, statement for statement.
+fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let next: i64 = tx
+        .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    let start = u64::try_from(next).map_err(|_| corrupt("log size"))?;
+    let mut entries = Vec::with_capacity(batch.len());
+    let mut clearances: Vec<(&str, String)> = Vec::new();
+    let mut authorized: Vec<&ExecutionRecord> = Vec::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        match job {
+            Job::Append {
+                id,
+                entry,
+                change,
+                seal,
+                ..
+            } => {
+                let index = LogIndex(start + entries.len() as u64);
+                // Signed first: a seal that fails refuses the job before anything of it
+                // is written.
+                let clearance = match seal.take().map(|seal| seal(index)).transpose() {
+                    Ok(token) => token,
+                    Err(e) => {
+                        results.push(Err(StoreError::Unavailable(format!(
+                            "the clearance could not be signed: {e}"
+                        ))));
+                        continue;
+                    }
+                };
+                let applied = match (&*id, &*change) {
+                    // Inserted together after the loop, as in `sql.rs`.
+                    (Some(_), Some(ExecutionChange::Authorize(record))) => {
+                        authorized.push(&**record);
+                        match &record.parent {
+                            Some(parent) => Ok(execution_state(&tx, parent.as_str())?),
+                            None => Ok(None),
+                        }
+                    }
+                    (Some(id), Some(change)) => apply_change(&tx, id, change)?,
+                    _ => Ok(None),
+                };
+                let parent = match applied {
+                    Ok(parent) => parent,
+                    Err(refused) => {
+                        results.push(Err(refused));
+                        continue;
+                    }
+                };
+                if let (Some(id), Some(token)) = (&*id, &clearance) {
+                    clearances.push((id.as_str(), token.clone()));
+                }
+                entries.push(&*entry);
+                results.push(Ok(Applied {
+                    index,
+                    parent,
+                    clearance,
+                }));
+            }
+            Job::Checkpoint { checkpoint, at, .. } => {
+                insert_checkpoint(&tx, checkpoint, *at)?;
+                results.push(Ok(Applied {
+                    index: LogIndex(start),
+                    parent: None,
+                    clearance: None,
+                }));
+            }
+        }
+    }
+    for record in authorized {
+        insert_execution(&tx, record)?;
+    }
+    if !entries.is_empty() {
+        let mut insert = tx
+            .prepare_cached("INSERT INTO log_entries (idx, entry, appended_at, execution_id) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(unavailable)?;
+        for (i, e) in entries.iter().enumerate() {
+            insert
+                .execute(params![
+                    int(start + i as u64)?,
+                    e.entry,
+                    e.time.seconds(),
+                    e.execution.as_ref().map(ExecutionId::as_str)
+                ])
+                .map_err(unavailable)?;
+        }
+        drop(insert);
+        let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.entry)).collect();
+        add_nodes(&tx, start, &leaves)?;
+    }
+    if !clearances.is_empty() {
+        let mut insert = tx
+            .prepare_cached("INSERT INTO clearances (execution_id, token) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+            .map_err(unavailable)?;
+        for (id, token) in &clearances {
+            insert.execute(params![id, token]).map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(results)
+}
+
+/// Store the nodes that leaves appended at `start` complete, from the tree's right edge.
+fn add_nodes(tx: &rusqlite::Transaction<'_>, start: u64, leaves: &[Hash]) -> Result<(), StoreError> {
+    let mut edge = HashMap::new();
+    let mut select = tx
+        .prepare_cached("SELECT hash FROM log_nodes WHERE level = ?1 AND idx = ?2")
+        .map_err(unavailable)?;
+    for id in clearance_log::frontier(start) {
+        let hash: Option<Vec<u8>> = select
+            .query_row(params![i64::from(id.level), int(id.index)?], |r| r.get(0))
+            .optional()
+            .map_err(unavailable)?;
+        let hash: Hash = hash
+            .ok_or_else(|| StoreError::NotFound(format!("log node ({}, {})", id.level, id.index)))?
+            .try_into()
+            .map_err(|_| corrupt("hash"))?;
+        edge.insert(id, hash);
+    }
+    let nodes = clearance_log::append_nodes(start, &edge, leaves)
+        .map_err(|id: NodeId| StoreError::Unavailable(format!("log node ({}, {}) is missing", id.level, id.index)))?;
+    let mut insert = tx
+        .prepare_cached("INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
+        .map_err(unavailable)?;
+    for (id, hash) in nodes {
+        insert
+            .execute(params![i64::from(id.level), int(id.index)?, &hash[..]])
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn insert_checkpoint(
+    tx: &rusqlite::Transaction<'_>,
+    checkpoint: &StoredCheckpoint,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let size = int(checkpoint.size)?;
+    tx.prepare_cached(
+        "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (size) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![size, &checkpoint.root[..], checkpoint.note, at.seconds()]))
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn insert_execution(tx: &rusqlite::Transaction<'_>, r: &ExecutionRecord) -> Result<(), StoreError> {
+    let request = serde_json::json!({ "arguments": r.arguments, "context": r.context }).to_string();
+    let delegation = r
+        .delegation
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO executions (id, principal_id, parent_id, root_principal, depth, action, resource_type, \
+             resource_id, request, arguments_digest, environment, delegation, kid, policy_version, issued_at, \
+             expires_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )
+        .map_err(unavailable)?;
+    insert
+        .execute(params![
+            r.id.as_str(),
+            r.principal.as_str(),
+            r.parent.as_ref().map(ExecutionId::as_str),
+            r.root_principal.as_str(),
+            i64::from(r.depth),
+            r.action,
+            r.resource.kind,
+            r.resource.id,
+            request,
+            r.arguments_digest.to_string(),
+            r.environment,
+            delegation,
+            r.kid,
+            r.policy_version.to_string(),
+            r.issued_at.seconds(),
+            r.expires_at.seconds(),
+            r.state.as_str(),
+        ])
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Exists(format!("execution `{}`", r.id)),
+            _ => unavailable(e),
+        })?;
+    Ok(())
+}
+
+fn execution_state(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<ExecutionState>, StoreError> {
+    let found: Option<String> = tx
+        .prepare_cached("SELECT state FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    found.as_deref().map(state).transpose()
+}
+
+/// One change of an existing execution, as `sql.rs`'s `apply_change`: the outer error is
+/// storage failing, the inner one the change refused (nothing written).
+fn apply_change(
+    tx: &rusqlite::Transaction<'_>,
+    id: &ExecutionId,
+    change: &ExecutionChange,
+) -> Result<Result<Option<ExecutionState>, StoreError>, StoreError> {
+    type Row = (
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT state, expires_at, started_at, lease_until, finished_at, exit_code, reason \
+             FROM executions WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id.as_str()], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(unavailable)?;
+    let Some((found, expires_at, started_at, lease_until, finished_at, exit_code, reason)) = row else {
+        return Ok(Err(StoreError::NotFound(format!("execution `{id}`"))));
+    };
+    let current = ExecutionStatus {
+        state: state(&found)?,
+        expires_at: Timestamp(expires_at),
+        started_at: started_at.map(Timestamp),
+        lease_until: lease_until.map(Timestamp),
+        finished_at: finished_at.map(Timestamp),
+        exit_code: exit_code
+            .map(|c| i32::try_from(c).map_err(|_| corrupt("exit code")))
+            .transpose()?,
+        reason,
+    };
+    let next = match change.next(&current) {
+        Ok(next) => next,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tx.prepare_cached(
+        "UPDATE executions SET state = ?1, started_at = ?2, lease_until = ?3, finished_at = ?4, \
+         exit_code = ?5, reason = ?6 WHERE id = ?7",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            next.state.as_str(),
+            next.started_at.map(Timestamp::seconds),
+            next.lease_until.map(Timestamp::seconds),
+            next.finished_at.map(Timestamp::seconds),
+            next.exit_code.map(i64::from),
+            next.reason,
+            id.as_str()
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(Ok(None))
+}
