@@ -4,6 +4,8 @@
 use clearance_core::{StoreError, StoredCheckpoint};
 use clearance_log::{Checkpoint, MemoryTree, NoteVerifier, leaf_hash};
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::sequencer::unavailable;
 
 /// What `verify_log` found.
@@ -26,19 +28,35 @@ pub struct Divergence {
 
 const PAGE: u64 = 10_000;
 
-/// A read-only view of a log in either backend, for `clearance log verify`.
+/// A read-only view of a log in either backend, for `clearance log verify`. SQLite is
+/// read with direct calls on a blocking thread: through sqlx every row would cross to its
+/// worker thread and back.
 #[derive(Debug, Clone)]
 pub enum LogReader {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
     Postgres(sqlx::PgPool),
 }
 
+type EntryRow = (u64, Vec<u8>, Option<Vec<u8>>);
+
 impl LogReader {
-    async fn entries(&self, start: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+    async fn entries(&self, start: u64, limit: u64) -> Result<Vec<EntryRow>, StoreError> {
         match self {
-            Self::Sqlite(pool) => {
-                let mut conn = pool.acquire().await.map_err(unavailable)?;
-                crate::sqlite::imp::entries_with_leaves(&mut conn, start, limit).await
+            Self::Sqlite(conn) => {
+                let (start, limit) = (sql_int(start)?, sql_int(limit)?);
+                read_sqlite(conn, move |c| {
+                    let mut page = c.prepare_cached(
+                        "SELECT e.idx, e.entry, n.hash FROM log_entries e \
+                         LEFT JOIN log_nodes n ON n.level = 0 AND n.idx = e.idx \
+                         WHERE e.idx >= ?1 ORDER BY e.idx LIMIT ?2",
+                    )?;
+                    // A negative index is refused as out of range, not wrapped.
+                    let rows = page.query_map(rusqlite::params![start, limit], |r| {
+                        Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?))
+                    })?;
+                    rows.collect()
+                })
+                .await
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.acquire().await.map_err(unavailable)?;
@@ -49,9 +67,22 @@ impl LogReader {
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         match self {
-            Self::Sqlite(pool) => {
-                let mut conn = pool.acquire().await.map_err(unavailable)?;
-                crate::sqlite::imp::all_checkpoints(&mut conn).await
+            Self::Sqlite(conn) => {
+                let rows: Vec<(i64, Vec<u8>, String)> = read_sqlite(conn, |c| {
+                    let mut all = c.prepare_cached("SELECT size, root, note FROM checkpoints ORDER BY size")?;
+                    let rows = all.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    rows.collect()
+                })
+                .await?;
+                rows.into_iter()
+                    .map(|(size, root, note)| {
+                        Ok(StoredCheckpoint {
+                            size: u64::try_from(size).map_err(|_| corrupt("checkpoint size"))?,
+                            root: root.try_into().map_err(|_| corrupt("checkpoint root"))?,
+                            note,
+                        })
+                    })
+                    .collect()
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.acquire().await.map_err(unavailable)?;
@@ -63,9 +94,13 @@ impl LogReader {
     /// The log origin fixed at first start.
     pub async fn origin(&self) -> Result<String, StoreError> {
         let found = match self {
-            Self::Sqlite(pool) => {
-                let mut conn = pool.acquire().await.map_err(unavailable)?;
-                crate::sqlite::imp::meta(&mut conn, "log_origin").await?
+            Self::Sqlite(conn) => {
+                read_sqlite(conn, |c| {
+                    use rusqlite::OptionalExtension as _;
+                    c.query_row("SELECT value FROM meta WHERE key = 'log_origin'", [], |r| r.get(0))
+                        .optional()
+                })
+                .await?
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.acquire().await.map_err(unavailable)?;
@@ -74,6 +109,26 @@ impl LogReader {
         };
         found.ok_or_else(|| StoreError::NotFound("the log origin".into()))
     }
+}
+
+/// Run a read on the SQLite connection, on a blocking thread.
+async fn read_sqlite<T: Send + 'static>(
+    conn: &Arc<Mutex<rusqlite::Connection>>,
+    read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || read(&conn.lock().unwrap_or_else(PoisonError::into_inner)))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reading the log: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("database: {e}")))
+}
+
+fn sql_int(i: u64) -> Result<i64, StoreError> {
+    i64::try_from(i).map_err(|_| StoreError::Unavailable(format!("{i} is out of the database's range")))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("corrupt {what} in the database"))
 }
 
 /// Walk every entry in index order, then check every stored checkpoint.
@@ -88,11 +143,20 @@ pub async fn verify_log(
     let mut tree = MemoryTree::default();
     let mut divergence = None;
     let mut next: u64 = 0;
+    // The next page is read while this one is hashed.
+    let fetch = |start: u64| {
+        let log = log.clone();
+        tokio::spawn(async move { log.entries(start, PAGE).await })
+    };
+    let mut reading = fetch(0);
     'pages: loop {
-        let rows = log.entries(next, PAGE).await?;
-        if rows.is_empty() {
+        let rows = reading
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading the log: {e}")))??;
+        let Some(last) = rows.last().map(|(idx, _, _)| *idx) else {
             break;
-        }
+        };
+        reading = fetch(last.saturating_add(1));
         for (idx, entry, stored) in rows {
             let expected = tree.size();
             if idx != next {

@@ -102,16 +102,14 @@ impl SqliteStore {
     /// Open an existing database for reading only (for `clearance log verify`): nothing is
     /// created, migrated or written.
     pub async fn open_read_only(path: &Path) -> Result<crate::LogReader, StoreError> {
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .create_if_missing(false);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(connect)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))?;
-        Ok(crate::LogReader::Sqlite(pool))
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))?;
+        Ok(crate::LogReader::Sqlite(std::sync::Arc::new(std::sync::Mutex::new(
+            conn,
+        ))))
     }
 
     /// One process at a time writes a SQLite file: it is always the checkpointer.
