@@ -435,7 +435,8 @@ pub trait ClusterPort: Send + Sync {
     /// The value of a setting fixed at first start: `value` is stored if the key is
     /// absent, and the stored value is returned either way.
     async fn meta_or_init(&self, key: &str, value: &str) -> Result<String, StoreError>;
-    /// Whether storage accepts writes right now.
+    /// Whether storage accepts writes right now, asked through the same writer and commit
+    /// as the log's appends (so a stopped or stuck writer is not ready).
     async fn check_writable(&self, at: Timestamp) -> Result<(), StoreError>;
     /// Try to hold (or keep holding) the checkpointer role; true while this node holds
     /// it. At most one node holds it at a time; a node that dies loses it.

@@ -31,11 +31,17 @@ pub(crate) enum Job {
         at: Timestamp,
         reply: oneshot::Sender<Result<Applied, StoreError>>,
     },
+    /// Record a health check: readiness answers through the same writer and commit as
+    /// decisions, so a writer that stopped or cannot commit shows in `/readyz`.
+    Health {
+        at: Timestamp,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
+    },
 }
 
 impl Job {
     fn reply(self, result: Result<Applied, StoreError>) {
-        let (Self::Append { reply, .. } | Self::Checkpoint { reply, .. }) = self;
+        let (Self::Append { reply, .. } | Self::Checkpoint { reply, .. } | Self::Health { reply, .. }) = self;
         // The caller may have given up (timeout); nothing to do then.
         let _ = reply.send(result);
     }

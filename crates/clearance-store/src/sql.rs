@@ -181,6 +181,15 @@ macro_rules! store_impl {
             Ok(())
         }
 
+        /// The answer to a job that appends no entry.
+        fn no_entry(start: u64) -> Applied {
+            Applied {
+                index: LogIndex(start),
+                parent: None,
+                clearance: None,
+            }
+        }
+
         async fn insert_checkpoint(conn: &mut Conn, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError> {
             sqlx::query(
                 "INSERT INTO checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
@@ -252,11 +261,18 @@ macro_rules! store_impl {
                     }
                     Job::Checkpoint { checkpoint, at, .. } => {
                         insert_checkpoint(&mut tx, checkpoint, *at).await?;
-                        results.push(Ok(Applied {
-                            index: LogIndex(start),
-                            parent: None,
-                            clearance: None,
-                        }));
+                        results.push(Ok(no_entry(start)));
+                    }
+                    Job::Health { at, .. } => {
+                        sqlx::query(
+                            "INSERT INTO health (id, checked_at) VALUES (0, $1) \
+                             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                        )
+                        .bind(at.seconds())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                        results.push(Ok(no_entry(start)));
                     }
                 }
             }
@@ -1295,16 +1311,8 @@ macro_rules! store_impl {
             }
 
             async fn check_writable(&self, at: Timestamp) -> Result<(), StoreError> {
-                let mut tx = self.db.pool.begin().await.map_err(unavailable)?;
-                sqlx::query(
-                    "INSERT INTO health (id, checked_at) VALUES (0, $1) \
-                     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-                )
-                .bind(at.seconds())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                tx.commit().await.map_err(unavailable)
+                let (reply, answer) = oneshot::channel();
+                submit(self, Job::Health { at, reply }, answer).await.map(|_| ())
             }
 
             async fn hold_checkpointer(&self) -> Result<bool, StoreError> {

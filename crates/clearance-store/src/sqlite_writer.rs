@@ -190,11 +190,16 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
             }
             Job::Checkpoint { checkpoint, at, .. } => {
                 insert_checkpoint(&tx, checkpoint, *at)?;
-                results.push(Ok(Applied {
-                    index: LogIndex(start),
-                    parent: None,
-                    clearance: None,
-                }));
+                results.push(Ok(no_entry(start)));
+            }
+            Job::Health { at, .. } => {
+                tx.prepare_cached(
+                    "INSERT INTO health (id, checked_at) VALUES (0, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                )
+                .and_then(|mut s| s.execute(params![at.seconds()]))
+                .map_err(unavailable)?;
+                results.push(Ok(no_entry(start)));
             }
         }
     }
@@ -229,6 +234,15 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
     }
     tx.commit().map_err(unavailable)?;
     Ok(results)
+}
+
+/// The answer to a job that appends no entry.
+fn no_entry(start: u64) -> Applied {
+    Applied {
+        index: LogIndex(start),
+        parent: None,
+        clearance: None,
+    }
 }
 
 /// Store the nodes that leaves appended at `start` complete, from the tree's right edge.
