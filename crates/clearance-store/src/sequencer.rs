@@ -6,9 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use clearance_core::{Applied, ExecutionChange, LogAppend, Seal, StoreError, StoredCheckpoint};
-use clearance_model::ExecutionId;
-use clearance_model::Timestamp;
+use clearance_core::{Applied, ExecutionChange, ExecutionStatus, LogAppend, Seal, StoreError, StoredCheckpoint};
+use clearance_model::execution::ExecutionState;
+use clearance_model::{ExecutionId, LogIndex, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) enum Job {
@@ -101,4 +101,58 @@ pub(crate) fn reusable(conn: &mut impl sqlx::Connection) -> bool {
 
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("database: {e}"))
+}
+
+// ---- pieces of a batch both writers share (sql.rs for PostgreSQL, sqlite_writer.rs) ----
+
+/// What a job's seal signed for the entry at `index` (`None` without a seal); an error
+/// refuses the job before anything of it is written.
+pub(crate) fn seal(seal: &mut Option<Seal>, index: LogIndex) -> Result<Option<String>, StoreError> {
+    seal.take()
+        .map(|seal| seal(index))
+        .transpose()
+        .map_err(|e| StoreError::Unavailable(format!("the clearance could not be signed: {e}")))
+}
+
+/// The answer to a job that appends no entry.
+pub(crate) const fn no_entry(start: u64) -> Applied {
+    Applied {
+        index: LogIndex(start),
+        parent: None,
+        clearance: None,
+    }
+}
+
+/// An execution's row as read for a change: `SELECT` [`STATUS_COLUMNS`].
+pub(crate) type StatusRow = (
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// The columns of a [`StatusRow`], in order.
+pub(crate) const STATUS_COLUMNS: &str = "state, expires_at, started_at, lease_until, finished_at, exit_code, reason";
+
+pub(crate) fn status(
+    (found, expires_at, started_at, lease_until, finished_at, exit_code, reason): StatusRow,
+) -> Result<ExecutionStatus, StoreError> {
+    Ok(ExecutionStatus {
+        state: ExecutionState::parse(&found).ok_or_else(|| corrupt("execution state"))?,
+        expires_at: Timestamp(expires_at),
+        started_at: started_at.map(Timestamp),
+        lease_until: lease_until.map(Timestamp),
+        finished_at: finished_at.map(Timestamp),
+        exit_code: exit_code
+            .map(|c| i32::try_from(c).map_err(|_| corrupt("exit code")))
+            .transpose()?,
+        reason,
+    })
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("corrupt {what} in the database"))
 }

@@ -26,7 +26,7 @@ macro_rules! store_impl {
         use async_trait::async_trait;
         use clearance_core::{
             Applied, Attestation, ChallengeRefusal, ClusterPort, EnvironmentPort, EnvironmentRecord, ExecutionChange,
-            ExecutionPort, ExecutionRecord, ExecutionStatus, KeyHash, KeyRecord, LogAppend, LogPort, PolicyPort,
+            ExecutionPort, ExecutionRecord, KeyHash, KeyRecord, LogAppend, LogPort, PolicyPort,
             PolicyRecord, PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, StoreError,
             StoredCheckpoint,
         };
@@ -37,7 +37,7 @@ macro_rules! store_impl {
         use sqlx::Row as _;
         use tokio::sync::oneshot;
 
-        use crate::sequencer::{Job, unavailable};
+        use crate::sequencer::{Job, no_entry, unavailable};
 
         type Conn = <$db as sqlx::Database>::Connection;
         type DbRow = <$db as sqlx::Database>::Row;
@@ -181,15 +181,6 @@ macro_rules! store_impl {
             Ok(())
         }
 
-        /// The answer to a job that appends no entry.
-        fn no_entry(start: u64) -> Applied {
-            Applied {
-                index: LogIndex(start),
-                parent: None,
-                clearance: None,
-            }
-        }
-
         async fn insert_checkpoint(conn: &mut Conn, checkpoint: &StoredCheckpoint, at: Timestamp) -> Result<(), StoreError> {
             sqlx::query(
                 "INSERT INTO checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
@@ -223,12 +214,10 @@ macro_rules! store_impl {
                         let index = LogIndex(start + entries.len() as u64);
                         // Signed first: a seal that fails refuses the job before anything
                         // of it is written.
-                        let clearance = match seal.take().map(|seal| seal(index)).transpose() {
+                        let clearance = match crate::sequencer::seal(seal, index) {
                             Ok(token) => token,
-                            Err(e) => {
-                                results.push(Err(StoreError::Unavailable(format!(
-                                    "the clearance could not be signed: {e}"
-                                ))));
+                            Err(refused) => {
+                                results.push(Err(refused));
                                 continue;
                             }
                         };
@@ -1034,29 +1023,16 @@ macro_rules! store_impl {
                     None => Ok(Ok(None)),
                 };
             }
-            let row: Option<(String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
-                sqlx::query_as(
-                    "SELECT state, expires_at, started_at, lease_until, finished_at, exit_code, reason \
-                     FROM executions WHERE id = $1",
-                )
+            let sql = format!("SELECT {} FROM executions WHERE id = $1", crate::sequencer::STATUS_COLUMNS);
+            let row: Option<crate::sequencer::StatusRow> = sqlx::query_as(&sql)
                 .bind(id.as_str())
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-            let Some((found, expires_at, started_at, lease_until, finished_at, exit_code, reason)) = row else {
+            let Some(row) = row else {
                 return Ok(Err(StoreError::NotFound(format!("execution `{id}`"))));
             };
-            let current = ExecutionStatus {
-                state: state(&found)?,
-                expires_at: Timestamp(expires_at),
-                started_at: started_at.map(Timestamp),
-                lease_until: lease_until.map(Timestamp),
-                finished_at: finished_at.map(Timestamp),
-                exit_code: exit_code
-                    .map(|c| i32::try_from(c).map_err(|_| corrupt("exit code")))
-                    .transpose()?,
-                reason,
-            };
+            let current = crate::sequencer::status(row)?;
             let next = match change.next(&current) {
                 Ok(next) => next,
                 Err(refused) => return Ok(Err(refused)),

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use clearance_core::{Applied, ExecutionChange, ExecutionRecord, ExecutionStatus, StoreError, StoredCheckpoint};
+use clearance_core::{Applied, ExecutionChange, ExecutionRecord, StoreError, StoredCheckpoint};
 use clearance_log::{Hash, NodeId, leaf_hash};
 use clearance_model::execution::ExecutionState;
 use clearance_model::{ExecutionId, LogIndex, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::sequencer::Job;
+use crate::sequencer::{Job, STATUS_COLUMNS, StatusRow, corrupt, no_entry, status};
 
 type Outcome = Result<Vec<Result<Applied, StoreError>>, StoreError>;
 type Request = (Vec<Job>, oneshot::Sender<(Vec<Job>, Outcome)>);
@@ -113,10 +113,6 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("database: {e}"))
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Unavailable(format!("corrupt {what} in the database"))
-}
-
 fn int(i: u64) -> Result<i64, StoreError> {
     i64::try_from(i).map_err(|_| StoreError::Unavailable(format!("{i} is out of the database's range")))
 }
@@ -150,12 +146,10 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
                 let index = LogIndex(start + entries.len() as u64);
                 // Signed first: a seal that fails refuses the job before anything of it
                 // is written.
-                let clearance = match seal.take().map(|seal| seal(index)).transpose() {
+                let clearance = match crate::sequencer::seal(seal, index) {
                     Ok(token) => token,
-                    Err(e) => {
-                        results.push(Err(StoreError::Unavailable(format!(
-                            "the clearance could not be signed: {e}"
-                        ))));
+                    Err(refused) => {
+                        results.push(Err(refused));
                         continue;
                     }
                 };
@@ -234,15 +228,6 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
     }
     tx.commit().map_err(unavailable)?;
     Ok(results)
-}
-
-/// The answer to a job that appends no entry.
-fn no_entry(start: u64) -> Applied {
-    Applied {
-        index: LogIndex(start),
-        parent: None,
-        clearance: None,
-    }
 }
 
 /// Store the nodes that leaves appended at `start` complete, from the tree's right edge.
@@ -346,20 +331,8 @@ fn apply_change(
     id: &ExecutionId,
     change: &ExecutionChange,
 ) -> Result<Result<Option<ExecutionState>, StoreError>, StoreError> {
-    type Row = (
-        String,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-    );
-    let row: Option<Row> = tx
-        .prepare_cached(
-            "SELECT state, expires_at, started_at, lease_until, finished_at, exit_code, reason \
-             FROM executions WHERE id = ?1",
-        )
+    let row: Option<StatusRow> = tx
+        .prepare_cached(&format!("SELECT {STATUS_COLUMNS} FROM executions WHERE id = ?1"))
         .and_then(|mut s| {
             s.query_row(params![id.as_str()], |r| {
                 Ok((
@@ -375,20 +348,10 @@ fn apply_change(
             .optional()
         })
         .map_err(unavailable)?;
-    let Some((found, expires_at, started_at, lease_until, finished_at, exit_code, reason)) = row else {
+    let Some(row) = row else {
         return Ok(Err(StoreError::NotFound(format!("execution `{id}`"))));
     };
-    let current = ExecutionStatus {
-        state: state(&found)?,
-        expires_at: Timestamp(expires_at),
-        started_at: started_at.map(Timestamp),
-        lease_until: lease_until.map(Timestamp),
-        finished_at: finished_at.map(Timestamp),
-        exit_code: exit_code
-            .map(|c| i32::try_from(c).map_err(|_| corrupt("exit code")))
-            .transpose()?,
-        reason,
-    };
+    let current = status(row)?;
     let next = match change.next(&current) {
         Ok(next) => next,
         Err(refused) => return Ok(Err(refused)),
