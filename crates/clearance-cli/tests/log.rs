@@ -374,6 +374,11 @@ fn log_verify_detects_edit_delete_reorder_and_truncate() {
     let data = dir.path().join("edit");
     let err = Server::try_start_in(&data, &[]).expect_err("a tampered log must not be served");
     assert!(err.contains("clearance log verify"), "{err}");
+    // Refused by the rehash of every entry at open, which names the entry.
+    assert!(
+        err.contains("log entry 7 is missing or no longer matches its recorded hash"),
+        "{err}"
+    );
 }
 
 /// Two copies of one log that diverge (a fork) are told apart by an auditor's saved

@@ -156,3 +156,11 @@ pub(crate) fn status(
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Unavailable(format!("corrupt {what} in the database"))
 }
+
+/// Why a store refuses to open a log whose entry `index` is gone or altered.
+pub(crate) fn altered(index: u64) -> StoreError {
+    StoreError::Unavailable(format!(
+        "log entry {index} is missing or no longer matches its recorded hash: the log was \
+         altered; run `clearance log verify` and restore the database from a backup"
+    ))
+}

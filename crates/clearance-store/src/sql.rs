@@ -354,10 +354,7 @@ macro_rules! store_impl {
                 }
                 for (idx, entry, leaf) in rows {
                     if idx != next || leaf.as_deref() != Some(&leaf_hash(&entry)[..]) {
-                        return Err(StoreError::Unavailable(format!(
-                            "log entry {next} is missing or no longer matches its recorded hash: the log was \
-                             altered; run `clearance log verify` and restore the database from a backup"
-                        )));
+                        return Err(crate::sequencer::altered(next));
                     }
                     next += 1;
                 }

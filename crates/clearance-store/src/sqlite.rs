@@ -82,9 +82,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
         let db = SqliteDb { pool };
         backfill_nodes(&db).await?;
-        let mut conn = db.pool.acquire().await.map_err(unavailable)?;
-        imp::check_leaves(&mut conn).await?;
-        drop(conn);
+        let checked = path.to_owned();
+        tokio::task::spawn_blocking(move || crate::sqlite_writer::check_leaves(&checked))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("checking the log: {e}")))??;
         let (appends, jobs) = mpsc::channel(16 * 1024);
         let writer = crate::sqlite_writer::Writer::start(path, options.busy_timeout)?;
         tokio::spawn(sequencer::run(

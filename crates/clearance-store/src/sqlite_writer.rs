@@ -121,6 +121,35 @@ fn state(s: &str) -> Result<ExecutionState, StoreError> {
     ExecutionState::parse(s).ok_or_else(|| corrupt("execution state"))
 }
 
+/// Refuse a database whose entries no longer hash to the leaves recorded when they were
+/// appended, as `sql.rs`'s `check_leaves` does on PostgreSQL: one sequential pass at
+/// startup, read with direct calls (through sqlx every row would cross threads).
+pub(crate) fn check_leaves(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open database `{}`: {e}", path.display())))?;
+    let mut all = conn
+        .prepare(
+            "SELECT e.idx, e.entry, n.hash FROM log_entries e \
+             LEFT JOIN log_nodes n ON n.level = 0 AND n.idx = e.idx ORDER BY e.idx",
+        )
+        .map_err(unavailable)?;
+    let mut rows = all.query([]).map_err(unavailable)?;
+    let mut next: u64 = 0;
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let idx: i64 = row.get(0).map_err(unavailable)?;
+        let entry = row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(unavailable)?;
+        let leaf = row
+            .get_ref(2)
+            .and_then(|v| Ok(v.as_blob_or_null()?))
+            .map_err(unavailable)?;
+        if u64::try_from(idx).ok() != Some(next) || leaf != Some(&leaf_hash(entry)[..]) {
+            return Err(crate::sequencer::altered(next));
+        }
+        next += 1;
+    }
+    Ok(())
+}
+
 /// The batch of `sql.rs`'s `write_batch`, statement for statement.
 fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
     let tx = conn
