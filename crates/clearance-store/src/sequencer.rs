@@ -141,7 +141,7 @@ pub(crate) fn status(
     (found, expires_at, started_at, lease_until, finished_at, exit_code, reason): StatusRow,
 ) -> Result<ExecutionStatus, StoreError> {
     Ok(ExecutionStatus {
-        state: ExecutionState::parse(&found).ok_or_else(|| corrupt("execution state"))?,
+        state: state(&found)?,
         expires_at: Timestamp(expires_at),
         started_at: started_at.map(Timestamp),
         lease_until: lease_until.map(Timestamp),
@@ -151,6 +151,10 @@ pub(crate) fn status(
             .transpose()?,
         reason,
     })
+}
+
+pub(crate) fn state(s: &str) -> Result<ExecutionState, StoreError> {
+    ExecutionState::parse(s).ok_or_else(|| corrupt("execution state"))
 }
 
 pub(crate) fn corrupt(what: &str) -> StoreError {

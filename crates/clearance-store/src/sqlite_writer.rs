@@ -1,9 +1,9 @@
 //! The SQLite log writer: one thread owns one connection and writes each group commit
 //! with direct calls. sqlx's SQLite driver runs every connection on a worker thread and
 //! hands it each statement through a channel, so a batch cost one thread hand-off (two
-//! context switches) per statement; here it costs one per batch. The statements are the
-//! same as the PostgreSQL batch's in `sql.rs`, and the conformance suite holds both
-//! backends to the same behaviour.
+//! context switches) per statement; here it costs one per batch. It makes the same writes
+//! as the PostgreSQL batch in `sql.rs` (row by row here, multi-row there), and the
+//! conformance suite holds both backends to the same behaviour.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -117,10 +117,6 @@ fn int(i: u64) -> Result<i64, StoreError> {
     i64::try_from(i).map_err(|_| StoreError::Unavailable(format!("{i} is out of the database's range")))
 }
 
-fn state(s: &str) -> Result<ExecutionState, StoreError> {
-    ExecutionState::parse(s).ok_or_else(|| corrupt("execution state"))
-}
-
 /// Refuse a database whose entries no longer hash to the leaves recorded when they were
 /// appended, as `sql.rs`'s `check_leaves` does on PostgreSQL: one sequential pass at
 /// startup, read with direct calls (through sqlx every row would cross threads).
@@ -150,7 +146,7 @@ pub(crate) fn check_leaves(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The batch of `sql.rs`'s `write_batch`, statement for statement.
+/// The writes of `sql.rs`'s `write_batch`, in the same order.
 fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -350,7 +346,7 @@ fn execution_state(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<Ex
         .prepare_cached("SELECT state FROM executions WHERE id = ?1")
         .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
         .map_err(unavailable)?;
-    found.as_deref().map(state).transpose()
+    found.as_deref().map(crate::sequencer::state).transpose()
 }
 
 /// One change of an existing execution, as `sql.rs`'s `apply_change`: the outer error is
