@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("replay_cache_consume_alone", |b| {
         b.iter_batched(
             || ExecutionId::random().unwrap().to_string(),
-            |jti| replay.consume(black_box(&jti), NOW + 60, NOW).unwrap(),
+            |jti| replay.consume(black_box(&jti), NOW, NOW + 60, NOW).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -53,12 +53,16 @@ impl Gate {
         if let Some(m) = &self.measurer {
             m.check(verified.claims())?;
         }
-        // Kept as long as the verifier would still accept the clearance.
-        let keep_until = verified
-            .claims()
-            .exp
-            .saturating_add(i64::try_from(self.verifier.leeway()).unwrap_or(i64::MAX));
-        self.replay.consume(verified.claims().jti.as_str(), keep_until, now)?;
+        // Kept as long as the verifier would still accept the clearance; issued, by this
+        // machine's clock, no earlier than its `iat` less the allowed skew.
+        let leeway = i64::try_from(self.verifier.leeway()).unwrap_or(i64::MAX);
+        let claims = verified.claims();
+        self.replay.consume(
+            claims.jti.as_str(),
+            claims.iat.saturating_sub(leeway),
+            claims.exp.saturating_add(leeway),
+            now,
+        )?;
         Ok(verified)
     }
 }

@@ -71,10 +71,10 @@ mod state {
         let path = dir.path().join("replay");
         {
             let cache = ReplayCache::open(&path, NOW).unwrap();
-            cache.consume("a", NOW + 60, NOW).unwrap();
-            cache.consume("b", NOW + 5, NOW).unwrap();
+            cache.consume("a", NOW, NOW + 60, NOW).unwrap();
+            cache.consume("b", NOW, NOW + 5, NOW).unwrap();
             assert_eq!(
-                cache.consume("a", NOW + 60, NOW),
+                cache.consume("a", NOW, NOW + 60, NOW),
                 Err(VerifyError::Replayed { jti: "a".into() })
             );
         }
@@ -83,8 +83,133 @@ mod state {
         // Reopened later: `a` is still consumed, `b` expired and was compacted away.
         let cache = ReplayCache::open(&path, NOW + 10).unwrap();
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.consume("a", NOW + 60, NOW + 10).unwrap_err().code(), "replayed");
-        cache.consume("b", NOW + 70, NOW + 10).unwrap();
+        assert_eq!(cache.floor(), 0);
+        assert_eq!(
+            cache.consume("a", NOW, NOW + 60, NOW + 10).unwrap_err().code(),
+            "replayed"
+        );
+        cache.consume("b", NOW, NOW + 70, NOW + 10).unwrap();
+    }
+
+    /// What the kernel holds of the cache while it is open (no sync has happened since
+    /// the records were written), copied to `to` as a crash would leave it.
+    fn crash_copy(cache: &ReplayCache, to: &std::path::Path) {
+        std::fs::copy(cache.path(), to).unwrap();
+    }
+
+    #[test]
+    fn replay_cache_survives_a_process_crash_without_syncing_each_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, crashed) = (dir.path().join("replay"), dir.path().join("crashed"));
+        let cache = ReplayCache::open_in_boot(&path, NOW, Some("boot-1".into())).unwrap();
+        cache.consume("a", NOW, NOW + 60, NOW).unwrap();
+        crash_copy(&cache, &crashed);
+        // The process died, the machine did not: every record written is there.
+        let after = ReplayCache::open_in_boot(&crashed, NOW + 1, Some("boot-1".into())).unwrap();
+        assert_eq!(after.floor(), 0);
+        assert_eq!(
+            after.consume("a", NOW, NOW + 60, NOW + 1).unwrap_err().code(),
+            "replayed"
+        );
+        after.consume("b", NOW, NOW + 60, NOW + 1).unwrap();
+    }
+
+    #[test]
+    fn replay_cache_refuses_what_a_machine_crash_may_have_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, crashed) = (dir.path().join("replay"), dir.path().join("crashed"));
+        let cache = ReplayCache::open_in_boot(&path, NOW, Some("boot-1".into())).unwrap();
+        cache.consume("a", NOW, NOW + 60, NOW).unwrap();
+        crash_copy(&cache, &crashed);
+        // The machine restarted (another boot) before the cache was closed cleanly:
+        // anything issued before the restart may have been used and lost from the file,
+        // and a torn tail is no reason to refuse to start.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&crashed)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"\0\0\0"))
+            .unwrap();
+        let after = ReplayCache::open_in_boot(&crashed, NOW + 5, Some("boot-2".into())).unwrap();
+        assert_eq!(after.floor(), NOW + 5);
+        let refused = after.consume("unknown", NOW + 4, NOW + 60, NOW + 5).unwrap_err();
+        assert_eq!(refused.code(), "replay_cache_unavailable");
+        assert!(refused.to_string().contains("request a new clearance"), "{refused}");
+        after.consume("a", NOW + 4, NOW + 60, NOW + 5).unwrap_err();
+        // Issued after the restart: admitted, once.
+        after.consume("fresh", NOW + 5, NOW + 60, NOW + 5).unwrap();
+        assert_eq!(
+            after.consume("fresh", NOW + 5, NOW + 60, NOW + 5).unwrap_err().code(),
+            "replayed"
+        );
+        // The floor is itself durable: a later open under the same boot keeps it.
+        drop(after);
+        let again = ReplayCache::open_in_boot(&crashed, NOW + 6, Some("boot-2".into())).unwrap();
+        assert_eq!(again.floor(), NOW + 5);
+        assert_eq!(
+            again.consume("fresh", NOW + 5, NOW + 60, NOW + 6).unwrap_err().code(),
+            "replayed"
+        );
+    }
+
+    #[test]
+    fn replay_cache_closed_cleanly_needs_no_floor_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        let cache = ReplayCache::open_in_boot(&path, NOW, Some("boot-1".into())).unwrap();
+        cache.consume("a", NOW, NOW + 60, NOW).unwrap();
+        drop(cache);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("\nclosed\n"));
+        let after = ReplayCache::open_in_boot(&path, NOW + 5, Some("boot-2".into())).unwrap();
+        assert_eq!(after.floor(), 0);
+        assert_eq!(
+            after.consume("a", NOW, NOW + 60, NOW + 5).unwrap_err().code(),
+            "replayed"
+        );
+        after.consume("b", NOW, NOW + 60, NOW + 5).unwrap();
+    }
+
+    #[test]
+    fn replay_cache_reads_version_one_files_and_syncs_without_a_boot_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        // Version 1: records only, each synced when written.
+        std::fs::write(&path, format!("a {}\nb {}\n", NOW + 60, NOW - 1)).unwrap();
+        let cache = ReplayCache::open_in_boot(&path, NOW, None).unwrap();
+        assert_eq!((cache.len(), cache.floor()), (1, 0));
+        assert_eq!(cache.consume("a", NOW, NOW + 60, NOW).unwrap_err().code(), "replayed");
+        cache.consume("c", NOW, NOW + 60, NOW).unwrap();
+        // Without a boot id nothing proves a record survived a restart unless synced,
+        // and the next open under a real boot id must not raise the floor for that.
+        drop(cache);
+        let after = ReplayCache::open_in_boot(&path, NOW + 1, Some("boot-1".into())).unwrap();
+        assert_eq!(after.floor(), 0);
+        assert_eq!(
+            after.consume("c", NOW, NOW + 60, NOW + 1).unwrap_err().code(),
+            "replayed"
+        );
+    }
+
+    #[test]
+    fn replay_cache_waits_for_the_holder_and_follows_its_compaction() {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        std::fs::write(&path, "").unwrap();
+        // Another holder has the file locked...
+        let held = Flock::lock(std::fs::File::open(&path).unwrap(), FlockArg::LockExclusive).unwrap();
+        let opener = {
+            let path = path.clone();
+            std::thread::spawn(move || ReplayCache::open(&path, NOW).map(|c| c.len()))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!opener.is_finished(), "a second opener must wait for the holder");
+        // ...and replaces it, as compaction does, before letting go.
+        let replacement = dir.path().join("replacement");
+        std::fs::write(&replacement, format!("a {}\n", NOW + 60)).unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+        drop(held);
+        // The opener reads the file now at the path, not the one it first locked.
+        assert_eq!(opener.join().unwrap(), Ok(1));
     }
 
     #[test]
