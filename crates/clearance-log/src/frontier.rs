@@ -55,10 +55,63 @@ pub fn append_nodes(
     Ok(out)
 }
 
+/// A tree that keeps only its frontier: leaves go in one at a time, and the root of the
+/// tree so far comes out, in memory and time logarithmic in its size. For walking a whole
+/// log (`clearance log verify`), where keeping every node would cost 64 bytes a leaf.
+#[derive(Debug, Default, Clone)]
+pub struct CompactTree {
+    size: u64,
+    /// The frontier's hashes, highest subtree first.
+    edge: Vec<Hash>,
+}
+
+impl CompactTree {
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        // Each trailing one bit of the old size is a subtree the new leaf completes.
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let Some(left) = self.edge.pop() else { break };
+            hash = node_hash(&left, &hash);
+            size >>= 1;
+        }
+        self.edge.push(hash);
+        self.size += 1;
+    }
+
+    pub const fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// MTH of every leaf pushed so far: the frontier's subtrees folded from the right.
+    pub fn root(&self) -> Hash {
+        let mut hashes = self.edge.iter().rev();
+        let Some(last) = hashes.next() else {
+            return crate::hash::EMPTY_ROOT;
+        };
+        hashes.fold(*last, |right, left| node_hash(left, &right))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hash::{MemoryTree, NodeSource, leaf_hash};
+
+    #[test]
+    fn the_compact_tree_has_the_memory_trees_roots() {
+        let mut compact = CompactTree::default();
+        let mut full = MemoryTree::default();
+        assert_eq!(compact.root(), crate::hash::EMPTY_ROOT);
+        for i in 0u64..300 {
+            let leaf = leaf_hash(&i.to_be_bytes());
+            compact.push(leaf);
+            full.push(leaf);
+            assert_eq!(compact.size(), i + 1);
+            assert_eq!(Some(compact.root()), full.root(i + 1), "size {}", i + 1);
+            assert_eq!(compact.edge.len(), frontier(i + 1).len());
+        }
+    }
 
     /// Against the in-memory tree: any split of the leaves into batches gives the same
     /// nodes as pushing them one by one.

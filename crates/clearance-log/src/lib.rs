@@ -12,7 +12,7 @@ mod proof;
 mod tlog_proof;
 
 pub use checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
-pub use frontier::{append_nodes, frontier};
+pub use frontier::{CompactTree, append_nodes, frontier};
 pub use hash::{EMPTY_ROOT, Hash, MemoryTree, NodeId, NodeSource, RecordingSource, leaf_hash, node_hash, range_hash};
 pub use note::{NoteError, NoteSigner, NoteVerifier, SignedNote};
 pub use proof::{ProofError, consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};

@@ -2,7 +2,9 @@
 //! every stored checkpoint against it. Reads only; trusts nothing the database derived.
 
 use clearance_core::{StoreError, StoredCheckpoint};
-use clearance_log::{Checkpoint, MemoryTree, NoteVerifier, leaf_hash};
+use clearance_log::{Checkpoint, CompactTree, Hash, NoteVerifier, leaf_hash};
+
+use std::collections::HashMap;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -37,9 +39,13 @@ pub enum LogReader {
     Postgres(sqlx::PgPool),
 }
 
-type EntryRow = (u64, Vec<u8>, Option<Vec<u8>>);
+/// An entry's index, its leaf hash recomputed from the entry, and whether that matches
+/// the leaf recorded when it was appended (`None`: nothing recorded).
+type EntryRow = (u64, Hash, Option<bool>);
 
 impl LogReader {
+    /// A page of entries, hashed where they are read: on SQLite, on the reading thread,
+    /// straight from SQLite's buffer, while the caller works on the page before.
     async fn entries(&self, start: u64, limit: u64) -> Result<Vec<EntryRow>, StoreError> {
         match self {
             Self::Sqlite(conn) => {
@@ -52,7 +58,9 @@ impl LogReader {
                     )?;
                     // A negative index is refused as out of range, not wrapped.
                     let rows = page.query_map(rusqlite::params![start, limit], |r| {
-                        Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?))
+                        let leaf = leaf_hash(r.get_ref(1)?.as_blob()?);
+                        let stored = r.get_ref(2)?.as_blob_or_null()?;
+                        Ok((r.get::<_, u64>(0)?, leaf, stored.map(|s| s == leaf)))
                     })?;
                     rows.collect()
                 })
@@ -60,7 +68,14 @@ impl LogReader {
             }
             Self::Postgres(pool) => {
                 let mut conn = pool.acquire().await.map_err(unavailable)?;
-                crate::postgres::imp::entries_with_leaves(&mut conn, start, limit).await
+                let rows = crate::postgres::imp::entries_with_leaves(&mut conn, start, limit).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(idx, entry, stored)| {
+                        let leaf = leaf_hash(&entry);
+                        (idx, leaf, stored.map(|s| s == leaf))
+                    })
+                    .collect())
             }
         }
     }
@@ -140,7 +155,12 @@ pub async fn verify_log(
     // Checkpoints first: the entries read afterwards can only have grown, so a running
     // server signing a new checkpoint meanwhile cannot look like truncation.
     let checkpoints = log.checkpoints().await?;
-    let mut tree = MemoryTree::default();
+    // The roots at the checkpointed sizes, computed as the walk passes them.
+    let mut tree = CompactTree::default();
+    let mut roots: HashMap<u64, Option<Hash>> = checkpoints.iter().map(|c| (c.size, None)).collect();
+    if let Some(root) = roots.get_mut(&0) {
+        *root = Some(tree.root());
+    }
     let mut divergence = None;
     let mut next: u64 = 0;
     // The next page is read while this one is hashed.
@@ -157,7 +177,7 @@ pub async fn verify_log(
             break;
         };
         reading = fetch(last.saturating_add(1));
-        for (idx, entry, stored) in rows {
+        for (idx, leaf, recorded) in rows {
             let expected = tree.size();
             if idx != next {
                 divergence = Some(Divergence {
@@ -167,8 +187,7 @@ pub async fn verify_log(
                 });
                 break 'pages;
             }
-            let leaf = leaf_hash(&entry);
-            if divergence.is_none() && stored.as_deref().is_some_and(|s| s != leaf) {
+            if divergence.is_none() && recorded == Some(false) {
                 divergence = Some(Divergence {
                     first_index: expected,
                     last_index: None,
@@ -177,6 +196,9 @@ pub async fn verify_log(
             }
             tree.push(leaf);
             next += 1;
+            if let Some(root) = roots.get_mut(&next) {
+                *root = Some(tree.root());
+            }
         }
         progress(tree.size());
     }
@@ -202,7 +224,7 @@ pub async fn verify_log(
                     tree.size()
                 ),
             }),
-            Ok(cp) if tree.root(size) != Some(cp.root) => Some(fail(format!(
+            Ok(cp) if roots.get(&size).copied().flatten() != Some(cp.root) => Some(fail(format!(
                 "the entries before index {size} do not hash to the root signed at size {size}"
             ))),
             Ok(_) => None,
