@@ -55,6 +55,15 @@ pub(crate) struct PgDb {
 }
 
 impl PgDb {
+    /// Every read goes through the pool: the database is across the network.
+    #[expect(
+        clippy::unused_self,
+        reason = "the same interface as SQLite's, which has direct reads"
+    )]
+    const fn tree_reads(&self) -> Option<&crate::sqlite_writer::TreeReads> {
+        None
+    }
+
     /// A write transaction holding the log's write lock (until it ends, whichever way).
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;

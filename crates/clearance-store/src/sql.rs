@@ -426,6 +426,9 @@ macro_rules! store_impl {
             }
 
             async fn log_size(&self) -> Result<u64, StoreError> {
+                if let Some(tree) = self.db.tree_reads() {
+                    return tree.log_size();
+                }
                 let mut conn = self.db.pool.acquire().await.map_err(unavailable)?;
                 log_size_in(&mut conn).await
             }
@@ -450,6 +453,9 @@ macro_rules! store_impl {
             }
 
             async fn log_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+                if let Some(tree) = self.db.tree_reads() {
+                    return tree.log_nodes(ids);
+                }
                 let mut conn = self.db.pool.acquire().await.map_err(unavailable)?;
                 nodes_in(&mut conn, ids).await
             }

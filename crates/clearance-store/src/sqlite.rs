@@ -42,9 +42,15 @@ pub struct SqliteStore {
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteDb {
     pool: SqlitePool,
+    tree: std::sync::Arc<crate::sqlite_writer::TreeReads>,
 }
 
 impl SqliteDb {
+    /// The log's size and tree nodes, read directly rather than through the pool.
+    fn tree_reads(&self) -> Option<&crate::sqlite_writer::TreeReads> {
+        Some(&self.tree)
+    }
+
     /// `BEGIN IMMEDIATE` takes the database's write lock up front: writers queue rather
     /// than fail on a stale snapshot, and log indexes follow commit order.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
@@ -80,7 +86,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
-        let db = SqliteDb { pool };
+        let db = SqliteDb {
+            pool,
+            tree: std::sync::Arc::new(crate::sqlite_writer::TreeReads::new(path, options.busy_timeout)),
+        };
         backfill_nodes(&db).await?;
         let checked = path.to_owned();
         tokio::task::spawn_blocking(move || crate::sqlite_writer::check_leaves(&checked))
