@@ -27,6 +27,51 @@ pub(crate) fn b64(h: &[u8]) -> String {
     STANDARD.encode(h)
 }
 
+/// The tree's upper nodes (perfect subtrees of 256 leaves and more), kept in memory once
+/// read. A node exists only once all its leaves do and never changes after, so nothing
+/// invalidates them, on one node or many; a proof at a million entries then reads about
+/// 8 of its 20 nodes from the store. Bounded: past the cap, nodes are read as before.
+#[derive(Debug, Default)]
+pub(crate) struct UpperNodes {
+    nodes: std::sync::RwLock<std::collections::HashMap<clearance_log::NodeId, Hash>>,
+}
+
+/// Lowest level kept: subtrees of 2^8 leaves.
+const UPPER_LEVEL: u32 = 8;
+/// Most nodes kept (about 4 MB), enough for every upper node of a log of 8 million entries.
+const MAX_UPPER_NODES: usize = 1 << 16;
+
+type NodeMap = std::collections::HashMap<clearance_log::NodeId, Hash>;
+
+impl UpperNodes {
+    /// The nodes of `wanted` held here, and the ids of the rest.
+    fn split(&self, wanted: &[clearance_log::NodeId]) -> (NodeMap, Vec<clearance_log::NodeId>) {
+        let held = self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found = NodeMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for id in wanted {
+            match held.get(id) {
+                Some(h) => {
+                    found.insert(*id, *h);
+                }
+                None => missing.push(*id),
+            }
+        }
+        (found, missing)
+    }
+
+    fn keep(&self, fetched: &NodeMap) {
+        let upper = fetched.iter().filter(|(id, _)| id.level >= UPPER_LEVEL);
+        let mut held = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, h) in upper {
+            if held.len() >= MAX_UPPER_NODES {
+                break;
+            }
+            held.insert(*id, *h);
+        }
+    }
+}
+
 impl ControlPlane {
     /// Fetch exactly the nodes `plan` asks for, by running it once over a recorder.
     async fn nodes_for(
@@ -35,7 +80,14 @@ impl ControlPlane {
     ) -> Result<std::collections::HashMap<clearance_log::NodeId, Hash>, CoreError> {
         let recorder = RecordingSource::default();
         plan(&recorder);
-        Ok(self.store.log_nodes(&recorder.into_wanted()).await?)
+        let wanted = recorder.into_wanted();
+        let (mut nodes, missing) = self.upper_nodes.split(&wanted);
+        if !missing.is_empty() {
+            let fetched = self.store.log_nodes(&missing).await?;
+            self.upper_nodes.keep(&fetched);
+            nodes.extend(fetched);
+        }
+        Ok(nodes)
     }
 
     async fn check_size(&self, size: u64) -> Result<(), CoreError> {

@@ -74,6 +74,8 @@ pub struct ControlPlane {
     pub(crate) signing_key_revoked: std::sync::atomic::AtomicBool,
     /// Stage 1 from memory.
     pub(crate) keys: crate::keycache::KeyCache,
+    /// The Merkle tree's upper nodes, for proofs.
+    pub(crate) upper_nodes: crate::log::UpperNodes,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -117,6 +119,7 @@ impl ControlPlane {
             revocations: tokio::sync::watch::Sender::new(latest_revocation),
             signing_key_revoked: std::sync::atomic::AtomicBool::new(key_revoked),
             keys: crate::keycache::KeyCache::default(),
+            upper_nodes: crate::log::UpperNodes::default(),
         };
         plane.check_log_integrity().await?;
         Ok(plane)

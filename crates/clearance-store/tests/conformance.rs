@@ -482,7 +482,8 @@ async fn revocations_are_ordered(b: Backend) {
 }
 
 /// Inclusion and consistency proofs served from the stored nodes match a tree computed
-/// from the entries, at many sizes.
+/// from the entries, at many sizes; past 256 and 512 entries, with the upper nodes the
+/// control plane kept in memory from earlier proofs.
 async fn proofs_at_many_sizes(b: Backend) {
     let w = world(Arc::clone(&b.store)).await;
     let mut tree = MemoryTree::default();
@@ -492,7 +493,7 @@ async fn proofs_at_many_sizes(b: Backend) {
         assert_eq!(i.0, tree.size());
         tree.push(leaf_hash(&e));
     }
-    for target in [9u64, 16, 17, 33, 64, 100, 130] {
+    for target in [9u64, 16, 17, 33, 64, 100, 130, 300, 530] {
         while tree.size() < target {
             let e = entry(appended);
             appended += 1;
@@ -501,7 +502,10 @@ async fn proofs_at_many_sizes(b: Backend) {
         }
         let size = tree.size();
         let root = tree.root(size).unwrap();
-        for index in [0, 1, size / 2, size - 2, size - 1] {
+        for index in [0, 1, 255, 256, 511, size / 2, size - 2, size - 1]
+            .into_iter()
+            .filter(|i| *i < size)
+        {
             let proof = w.cp.inclusion_proof(index, size).await.unwrap();
             let path: Vec<Vec<u8>> = proof.proof.iter().map(|p| b64(p)).collect();
             let leaf: [u8; 32] = b64(&proof.leaf_hash).try_into().unwrap();
@@ -518,7 +522,7 @@ async fn proofs_at_many_sizes(b: Backend) {
         let checkpoint = w.cp.checkpoint().await.unwrap();
         assert_eq!((checkpoint.size, checkpoint.root), (size, root));
     }
-    assert_eq!(b.store.checkpoints().await.unwrap().len(), 7);
+    assert_eq!(b.store.checkpoints().await.unwrap().len(), 9);
     b.finish().await;
 }
 
