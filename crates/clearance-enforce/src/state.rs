@@ -170,7 +170,11 @@ impl ReplayCache {
         for (jti, exp) in &seen {
             compacted.push_str(&format!("{jti} {exp}\n"));
         }
-        let tmp = path.with_extension("compacting");
+        // Named after the whole file name, so caches side by side never share it; only the
+        // holder of the lock on `path` touches it.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".compacting");
+        let tmp = PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
         let fresh = create(&tmp).map_err(|e| err("compacting into", &e))?;
         let mut fresh = Flock::lock(fresh, FlockArg::LockExclusiveNonblock)

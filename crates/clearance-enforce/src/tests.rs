@@ -213,6 +213,34 @@ mod state {
     }
 
     #[test]
+    fn replay_caches_side_by_side_keep_their_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("replay.a"), dir.path().join("replay.b"));
+        // A neighbour whose name the compaction of either could take if it only swapped
+        // extensions.
+        let neighbour = dir.path().join("replay.compacting");
+        std::fs::write(&neighbour, "someone else's").unwrap();
+        for (path, jti) in [(&a, "only-in-a"), (&b, "only-in-b")] {
+            ReplayCache::open(path, NOW)
+                .unwrap()
+                .consume(jti, NOW, NOW + 60, NOW)
+                .unwrap();
+        }
+        // Both compact on open; neither takes the other's file.
+        let (a, b) = (ReplayCache::open(&a, NOW).unwrap(), ReplayCache::open(&b, NOW).unwrap());
+        assert_eq!(
+            a.consume("only-in-a", NOW, NOW + 60, NOW).unwrap_err().code(),
+            "replayed"
+        );
+        a.consume("only-in-b", NOW, NOW + 60, NOW).unwrap();
+        assert_eq!(
+            b.consume("only-in-b", NOW, NOW + 60, NOW).unwrap_err().code(),
+            "replayed"
+        );
+        assert_eq!(std::fs::read_to_string(&neighbour).unwrap(), "someone else's");
+    }
+
+    #[test]
     fn replay_cache_is_exclusive_and_refuses_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("replay");
