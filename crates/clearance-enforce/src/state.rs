@@ -57,6 +57,8 @@ struct ReplayInner {
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 const HEADER: &str = "clearance-replay 2";
 const CLOSED: &str = "closed";
+/// The header's boot where the kernel has none: every record is synced.
+const NO_BOOT_ID: &str = "none";
 
 /// This boot of the kernel, if it says.
 fn boot_id() -> Option<String> {
@@ -152,9 +154,10 @@ impl ReplayCache {
         let mut text = String::new();
         locked.read_to_string(&mut text).map_err(|e| err("reading", &e))?;
         let old = parse(&text).map_err(|e| err("parsing", &e))?;
-        // Records written under this boot (or synced one by one, version 1) are all there;
-        // otherwise only a clean close proves it.
-        let complete = old.boot.is_none() || old.closed || old.boot == boot;
+        // Records written under this boot, or synced one by one (version 1, or no boot id:
+        // `none`), are all there; otherwise only a clean close proves it.
+        let synced = matches!(old.boot.as_deref(), None | Some(NO_BOOT_ID));
+        let complete = synced || old.closed || old.boot == boot;
         // A line that is not a record means the file is not ours: refuse rather than
         // forget what was consumed. (Each record is one `write`, so a crash of the process
         // does not tear it.) After a machine crash the tail may be garbage, and the floor
@@ -166,7 +169,10 @@ impl ReplayCache {
         let seen: HashMap<String, i64> = old.records.into_iter().filter(|(_, exp)| *exp > now).collect();
 
         // Compact into a new file, locked before it takes the old one's place.
-        let mut compacted = format!("{HEADER} boot={} floor={floor}\n", boot.as_deref().unwrap_or("none"));
+        let mut compacted = format!(
+            "{HEADER} boot={} floor={floor}\n",
+            boot.as_deref().unwrap_or(NO_BOOT_ID)
+        );
         for (jti, exp) in &seen {
             compacted.push_str(&format!("{jti} {exp}\n"));
         }

@@ -178,8 +178,16 @@ mod state {
         assert_eq!((cache.len(), cache.floor()), (1, 0));
         assert_eq!(cache.consume("a", NOW, NOW + 60, NOW).unwrap_err().code(), "replayed");
         cache.consume("c", NOW, NOW + 60, NOW).unwrap();
-        // Without a boot id nothing proves a record survived a restart unless synced,
-        // and the next open under a real boot id must not raise the floor for that.
+        // Without a boot id every record is synced as it is written, so even a crash
+        // (no clean close) followed by an open under a boot id loses nothing.
+        let crashed = dir.path().join("crashed");
+        std::fs::copy(&path, &crashed).unwrap();
+        let after = ReplayCache::open_in_boot(&crashed, NOW + 1, Some("boot-1".into())).unwrap();
+        assert_eq!(after.floor(), 0);
+        assert_eq!(
+            after.consume("c", NOW, NOW + 60, NOW + 1).unwrap_err().code(),
+            "replayed"
+        );
         drop(cache);
         let after = ReplayCache::open_in_boot(&path, NOW + 1, Some("boot-1".into())).unwrap();
         assert_eq!(after.floor(), 0);
