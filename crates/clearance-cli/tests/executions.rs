@@ -106,6 +106,118 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// `POST /v1/executions/authorize-and-start` as `caller`, for the agent `agent`.
+    fn authorize_and_start(&self, caller: &str, agent: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/executions/authorize-and-start", self.server.url))
+            .bearer_auth(caller)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(agent) = agent {
+            req = req.header("clearance-agent-key", agent);
+        }
+        let res = req.send().unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().unwrap())
+    }
+}
+
+/// A gateway asks for the clearance and starts it in one request: the decision and the
+/// start are consecutive entries of one commit, the execution is started with its lease,
+/// and its clearance cannot be started again. A deny starts nothing; the caller must be
+/// an enforcer and the agent an agent, each with a valid key.
+#[test]
+fn a_gateway_authorizes_and_starts_in_one_request() {
+    let s = setup(&[]);
+    let ask = json!({"request": refund_request(), "lease_seconds": 20});
+    let (status, body) = s.authorize_and_start(&s.enforcer, Some(&s.agent), &ask);
+    assert_eq!(status, 200, "{body}");
+    let decision = &body["authorization"];
+    assert_eq!(decision["decision"], "allow", "{body}");
+    let (id, token) = (
+        decision["execution_id"].as_str().unwrap(),
+        decision["clearance"].as_str().unwrap(),
+    );
+    let lease = &body["lease"];
+    assert_eq!(lease["execution_id"], id);
+    assert_eq!(
+        lease["log_index"].as_u64().unwrap(),
+        decision["log_index"].as_u64().unwrap() + 1,
+        "the start's entry follows the decision's"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until = lease["lease_expires"].as_u64().unwrap();
+    assert!(until > now && until <= now + 21, "{lease}");
+    let (status, entries) = s.server.call(
+        "GET",
+        &format!(
+            "/v1/log/entries?start={}&end={}",
+            decision["log_index"],
+            decision["log_index"].as_u64().unwrap() + 2
+        ),
+        Some(ADMIN_KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{entries}");
+    use base64::Engine as _;
+    let kinds: Vec<String> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(e["entry"].as_str().unwrap())
+                .unwrap();
+            serde_json::from_slice::<Value>(&raw).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["decision", "execution_started"]);
+    // Started already: a second start of the same clearance is a replay.
+    let (status, again) = s.start(id, token);
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("replayed")),
+        "{again}"
+    );
+    // It renews like any started execution.
+    let (status, renewed) = s
+        .server
+        .post(&format!("/v1/executions/{id}/renew"), Some(&s.enforcer), &json!({}));
+    assert_eq!((status, renewed["renewed"].as_bool()), (200, Some(true)), "{renewed}");
+
+    // A deny is answered as by /v1/authorize, with nothing started.
+    let mut too_much = refund_request();
+    too_much["arguments"]["amount"] = json!(9000);
+    let (status, body) = s.authorize_and_start(&s.enforcer, Some(&s.agent), &json!({"request": too_much}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["authorization"]["decision"], "deny");
+    assert_eq!(body["authorization"]["reasons"], json!(["policy_denied"]));
+    assert_eq!(body.get("lease"), None, "{body}");
+
+    // The caller must be an enforcer, the agent an agent, and both keys valid.
+    for (caller, agent, status, code) in [
+        (s.agent.as_str(), Some(s.agent.as_str()), 403, "unauthorized_role"),
+        (s.enforcer.as_str(), None, 401, "invalid_api_key"),
+        (
+            s.enforcer.as_str(),
+            Some("clr_not-a-key-at-all-0000000000"),
+            401,
+            "invalid_api_key",
+        ),
+        (s.enforcer.as_str(), Some(s.enforcer.as_str()), 403, "unauthorized_role"),
+    ] {
+        let (got, body) = s.authorize_and_start(caller, agent, &ask);
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{body}");
+    }
+}
+
 fn refund_request() -> Value {
     json!({"action": "refund", "resource": {"type": "Tool", "id": "stripe"},
            "arguments": {"amount": 120, "currency": "EUR"}})

@@ -357,7 +357,7 @@ impl ControlPlane {
             })
     }
 
-    fn lease_for(&self, asked: Option<u64>) -> u64 {
+    pub(crate) fn lease_for(&self, asked: Option<u64>) -> u64 {
         let max = self.engine.config().lease_seconds;
         asked.map_or(max, |a| a.clamp(1, max))
     }
@@ -631,7 +631,7 @@ fn stop(code: StopReason, message: String) -> RenewResponse {
     }
 }
 
-fn lease(id: &ExecutionId, until: Timestamp, log_index: LogIndex) -> Lease {
+pub(crate) fn lease(id: &ExecutionId, until: Timestamp, log_index: LogIndex) -> Lease {
     Lease {
         execution_id: id.clone(),
         lease_expires: until.seconds(),

@@ -27,7 +27,7 @@ pub use service::{Clock, ControlPlane, PolicyState, Readiness, SystemClock};
 pub use store::{
     Applied, Attestation, ChallengeRefusal, ClusterPort, EnvironmentPort, EnvironmentRecord, ExecutionChange,
     ExecutionPort, ExecutionRecord, ExecutionStatus, KeyRecord, LogAppend, LogPort, PolicyPort, PolicyRecord,
-    PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, Store, StoreError, StoredCheckpoint,
+    PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, StartNow, Store, StoreError, StoredCheckpoint,
 };
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 use std::sync::{Arc, RwLock};
 
 use clearance_model::event::{DecisionEvent, Event};
-use clearance_model::execution::{ExecutionState, RevocationKind};
+use clearance_model::execution::{
+    AuthorizeAndStartRequest, AuthorizeAndStartResponse, ExecutionState, Lease, RevocationKind,
+};
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, CreatePrincipal, IssuedKey, KeyView, PermittedRequest, PermittedResponse,
     PolicyActivated, PolicyBundle, PolicyPushed, PolicyValidated, PolicyView, PrincipalView,
@@ -84,6 +86,13 @@ impl std::fmt::Debug for ControlPlane {
             .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
+}
+
+/// An enforcement point that asks to start what it asks a decision for.
+#[derive(Debug, Clone, Copy)]
+struct StartBy<'a> {
+    enforcer: &'a Caller,
+    lease_seconds: Option<u64>,
 }
 
 impl ControlPlane {
@@ -238,6 +247,35 @@ impl ControlPlane {
     /// The decision path, stages 2 to 8. The decision (allow or deny) is durable in the
     /// log before this returns; a clearance is signed only after that.
     pub async fn authorize(&self, caller: &Caller, req: &AuthorizeRequest) -> Result<AuthorizeResponse, CoreError> {
+        self.decide(caller, req, None).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Self::authorize`] for `agent`, asked by `enforcer`, which on allow also starts the
+    /// execution, in the decision's own commit: one request and one durable commit before
+    /// the enforcement point may run the call. The clearance is consumed as by `start`.
+    pub async fn authorize_and_start(
+        &self,
+        agent: &Caller,
+        enforcer: &Caller,
+        req: &AuthorizeAndStartRequest,
+    ) -> Result<AuthorizeAndStartResponse, CoreError> {
+        require(enforcer, &[Role::Enforcer])?;
+        let start = StartBy {
+            enforcer,
+            lease_seconds: req.lease_seconds,
+        };
+        let (authorization, lease) = self.decide(agent, &req.request, Some(start)).await?;
+        Ok(AuthorizeAndStartResponse { authorization, lease })
+    }
+
+    /// Stages 2 to 8, and with `start`, the start of an allowed execution in the same
+    /// commit (its lease comes back).
+    async fn decide(
+        &self,
+        caller: &Caller,
+        req: &AuthorizeRequest,
+        start: Option<StartBy<'_>>,
+    ) -> Result<(AuthorizeResponse, Option<Lease>), CoreError> {
         let now = self.clock.now();
         if self.signing_key_revoked() {
             return Err(CoreError::SigningKeyRevoked);
@@ -288,6 +326,8 @@ impl ControlPlane {
             execution: Some(execution_id.clone()),
             ..entry(&event, now)?
         };
+        // With a start: until when the execution may run before it renews.
+        let lease_until = start.map(|by| now.plus_seconds(self.lease_for(by.lease_seconds)).min(expires));
         let recorded = match (&verdict.placement, verdict.policy_version, verdict.decision) {
             (Some(placement), Some(policy_version), Decision::Allow) => {
                 let record = ExecutionRecord {
@@ -321,12 +361,33 @@ impl ControlPlane {
                         .sign(crate::engine::Recorded::sequenced(index))
                         .map_err(|e| e.to_string())
                 });
+                let start = start
+                    .zip(lease_until)
+                    .map(|(by, lease_until)| {
+                        let event = Event::ExecutionStarted {
+                            time: now.seconds(),
+                            execution_id: execution_id.clone(),
+                            by: by.enforcer.id.clone(),
+                            lease_expires: lease_until.seconds(),
+                        };
+                        let entry = LogAppend {
+                            execution: Some(execution_id.clone()),
+                            ..entry(&event, now)?
+                        };
+                        Ok::<_, CoreError>(crate::store::StartNow {
+                            entry,
+                            now,
+                            lease_until,
+                        })
+                    })
+                    .transpose()?;
                 self.store
                     .append_sealed(
                         &execution_id,
                         append,
                         ExecutionChange::Authorize(Box::new(record)),
                         seal,
+                        start,
                     )
                     .await
             }
@@ -334,6 +395,7 @@ impl ControlPlane {
                 index,
                 parent: None,
                 clearance: None,
+                started: None,
             }),
         };
         // The append answered: the decision entry (and an allow's clearance) is durable.
@@ -347,6 +409,13 @@ impl ControlPlane {
                 .await
                 .map_err(|e| CoreError::AuditUnavailable(e.to_string()))?;
         }
+        // A started execution that the cascade just revoked has no lease to run on.
+        let lease = match (applied.started.zip(lease_until), applied.parent) {
+            (Some((index, until)), parent) if parent != Some(ExecutionState::Revoked) => {
+                Some(crate::executions::lease(&execution_id, until, index))
+            }
+            _ => None,
+        };
         let clearance = applied.clearance;
         if verdict.decision == Decision::Allow && clearance.is_none() {
             return Err(CoreError::Internal(
@@ -354,7 +423,7 @@ impl ControlPlane {
             ));
         }
         let expires_at = clearance.as_ref().map(|_| expires.to_rfc3339());
-        Ok(AuthorizeResponse {
+        let answer = AuthorizeResponse {
             decision: verdict.decision,
             reasons: verdict.reasons,
             policies: verdict.policies,
@@ -364,7 +433,8 @@ impl ControlPlane {
             clearance,
             expires_at,
             message: verdict.message,
-        })
+        };
+        Ok((answer, lease))
     }
 
     pub async fn create_principal(&self, caller: &Caller, req: &CreatePrincipal) -> Result<PrincipalView, CoreError> {

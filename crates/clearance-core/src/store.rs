@@ -215,6 +215,40 @@ pub struct Applied {
     /// What the job's [`Seal`] signed, stored in the same commit as the entry; handed
     /// back only once that commit succeeded.
     pub clearance: Option<String>,
+    /// With a [`StartNow`]: the index of the start's entry, right after the job's own.
+    pub started: Option<LogIndex>,
+}
+
+/// An execution started in the commit that authorizes it (authorize-and-start, for an
+/// enforcement point that asks for a clearance and runs the call at once): the start's
+/// own entry, written right after the decision's, and the lease. The store applies
+/// [`ExecutionChange::Start`] to the new execution in that commit, through the same state
+/// machine as a later start; if it refuses, nothing of the job is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartNow {
+    pub entry: LogAppend,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+}
+
+impl StartNow {
+    /// The status of `record`, just authorized, once started.
+    pub fn status(&self, record: &ExecutionRecord) -> Result<ExecutionStatus, StoreError> {
+        let authorized = ExecutionStatus {
+            state: record.state,
+            expires_at: record.expires_at,
+            started_at: None,
+            lease_until: record.lease_until,
+            finished_at: None,
+            exit_code: record.exit_code,
+            reason: record.reason.clone(),
+        };
+        ExecutionChange::Start {
+            now: self.now,
+            lease_until: self.lease_until,
+        }
+        .next(&authorized)
+    }
 }
 
 /// Signs an allowed decision's clearance once its entry's log index is known: the store
@@ -287,13 +321,15 @@ pub trait LogPort: Send + Sync {
     ) -> Result<Applied, StoreError>;
     /// Append an allowed decision's entry, authorize its execution (`change` is
     /// [`ExecutionChange::Authorize`]) and store the clearance `seal` signs, all in one
-    /// group commit. Writes nothing if the change or the seal is refused.
+    /// group commit; with `start`, start the execution in that commit too. Writes nothing
+    /// if the change, the start or the seal is refused.
     async fn append_sealed(
         &self,
         id: &ExecutionId,
         entry: LogAppend,
         change: ExecutionChange,
         seal: Seal,
+        start: Option<StartNow>,
     ) -> Result<Applied, StoreError>;
     /// Number of entries in the log.
     async fn log_size(&self) -> Result<u64, StoreError>;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clearance_artifact::Jwks;
 use clearance_model::execution::{
-    CompleteRequest, Completed, Lease, RenewRequest, RenewResponse, RevocationRecord, StartRequest,
+    AuthorizeAndStartResponse, CompleteRequest, Completed, Lease, RenewRequest, RenewResponse, RevocationRecord,
+    StartRequest,
 };
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, ErrorBody, PermittedRequest, PermittedResponse, Whoami,
@@ -115,10 +116,25 @@ impl ControlPlaneClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, CallError> {
+        self.call_for(method, path, body, None).await
+    }
+
+    /// A call, with `agent`'s key in the `Clearance-Agent-Key` header when this client
+    /// acts for it.
+    async fn call_for<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        agent: Option<&Self>,
+    ) -> Result<T, CallError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key);
+        if let Some(agent) = agent {
+            req = req.header("clearance-agent-key", &agent.key);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -146,6 +162,31 @@ impl ControlPlaneClient {
 
     pub async fn authorize(&self, req: &AuthorizeRequest) -> Result<AuthorizeResponse, CallError> {
         self.call(reqwest::Method::POST, "/v1/authorize", Some(req)).await
+    }
+
+    /// Decide for `agent` and, on allow, start the execution in the same request and
+    /// commit. This client's key must be an enforcer's.
+    pub async fn authorize_and_start(
+        &self,
+        agent: &Self,
+        request: &AuthorizeRequest,
+        lease_seconds: Option<u64>,
+    ) -> Result<AuthorizeAndStartResponse, CallError> {
+        /// `AuthorizeAndStartRequest`, borrowing the agent's request.
+        #[derive(Serialize)]
+        struct Ask<'a> {
+            request: &'a AuthorizeRequest,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            lease_seconds: Option<u64>,
+        }
+        let ask = Ask { request, lease_seconds };
+        self.call_for(
+            reqwest::Method::POST,
+            "/v1/executions/authorize-and-start",
+            Some(&ask),
+            Some(agent),
+        )
+        .await
     }
 
     pub async fn start(&self, id: &ExecutionId, req: &StartRequest) -> Result<Lease, CallError> {

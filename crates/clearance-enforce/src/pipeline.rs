@@ -9,8 +9,8 @@
 
 use std::future::Future;
 
-use clearance_model::execution::{CompleteRequest, Lease, RenewRequest, RenewResponse, StartRequest};
-use clearance_model::wire::AuthorizeRequest;
+use clearance_model::execution::{CompleteRequest, CompletionStatus, Lease, RenewRequest, RenewResponse, StartRequest};
+use clearance_model::wire::{AuthorizeRequest, AuthorizeResponse};
 use clearance_model::{ClearanceClaims, Decision, DenyReason, ErrorCode, ExecutionId, ResourceRef, Timestamp};
 
 use crate::client::{CallError, ControlPlaneClient};
@@ -112,7 +112,11 @@ pub struct Call<'a> {
 
 /// Ask `agent` for a clearance for `request`: the token on allow, else why not.
 pub async fn authorize(agent: &ControlPlaneClient, request: &AuthorizeRequest) -> Result<String, NotAdmitted> {
-    let answer = agent.authorize(request).await?;
+    allowed(agent.authorize(request).await?)
+}
+
+/// The clearance of an allow, else why not.
+fn allowed(answer: AuthorizeResponse) -> Result<String, NotAdmitted> {
     if answer.decision != Decision::Allow {
         return Err(NotAdmitted::Denied {
             reasons: answer.reasons,
@@ -136,20 +140,41 @@ impl Pipeline {
         &self.enforcer
     }
 
-    /// Ask `agent` for a clearance for `request`, then admit it for exactly that call.
+    /// Ask for a clearance for `request` in `agent`'s name and have it started in the
+    /// same request (one round trip, one commit at the control plane), then make every
+    /// local check for exactly that call. The clearance never leaves this process before
+    /// it is consumed here too; if a local check refuses it, the started execution is
+    /// reported failed so that it does not stay open.
     pub async fn authorize_and_admit(
         &self,
         agent: &ControlPlaneClient,
         request: &AuthorizeRequest,
         lease_seconds: Option<u64>,
     ) -> Result<Admission, NotAdmitted> {
-        let token = authorize(agent, request).await?;
-        let call = Call {
-            action: &request.action,
-            resource: &request.resource,
-            arguments: &request.arguments,
+        let answer = self.enforcer.authorize_and_start(agent, request, lease_seconds).await?;
+        let token = allowed(answer.authorization)?;
+        let Some(lease) = answer.lease else {
+            // An allow without a lease: the cascade revoked it as it was recorded.
+            return Err(NotAdmitted::Rejected(VerifyError::Revoked(
+                "the execution was revoked as it was authorized (its parent was revoked)".into(),
+            )));
         };
-        self.admit(token, call, lease_seconds).await
+        let checked = ExpectedCall::new(&request.action, &request.resource, &request.arguments)
+            .and_then(|expected| self.gate.admit(&token, &expected, Timestamp::now().seconds()));
+        match checked {
+            Ok(verified) => Ok(Admission { token, verified, lease }),
+            Err(refused) => {
+                let failed = CompleteRequest {
+                    status: CompletionStatus::Failed,
+                    exit_code: None,
+                    output_digest: None,
+                };
+                if let Err(e) = self.enforcer.complete(&lease.execution_id, &failed).await {
+                    tracing::warn!(execution_id = %lease.execution_id, error = %e, "could not report a refused start");
+                }
+                Err(NotAdmitted::Rejected(refused))
+            }
+        }
     }
 
     /// Check `token` for exactly `call` (every local check), then have the control plane

@@ -115,6 +115,31 @@ pub struct StartRequest {
     pub lease_seconds: Option<u64>,
 }
 
+/// `POST /v1/executions/authorize-and-start`: an enforcement point that asks for a
+/// clearance on an agent's behalf and runs the call at once has the control plane decide
+/// and start in one request and one commit. The enforcer authenticates as the caller; the
+/// agent's API key travels in the `Clearance-Agent-Key` header, never in the body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeAndStartRequest {
+    /// The agent's request, exactly as `POST /v1/authorize` takes it.
+    pub request: crate::wire::AuthorizeRequest,
+    /// Wanted lease; bounded by the server's lease and the clearance's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u64>,
+}
+
+/// The decision, as `POST /v1/authorize` answers it, and on allow the lease of the
+/// execution, already started: its clearance is consumed, so it cannot be started again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuthorizeAndStartResponse {
+    pub authorization: crate::wire::AuthorizeResponse,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
 /// A lease on a started execution: the executor may run until `lease_expires_at` and
 /// must renew before then.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -21,31 +21,58 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let limiter = &state.inner.limiter;
         let presented = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
-        // A valid key always gets through: a flood of bad keys from an address (or one
-        // sharing its NAT) must not lock out the good ones. Only the bad keys are slowed.
-        match state.plane().authenticate(presented).await {
-            Ok(caller) => Ok(Self(caller)),
-            Err(CoreError::InvalidApiKey) => {
-                if let Some(retry_after) = limiter.blocked(ip) {
-                    return Err(ApiError::RateLimited { retry_after });
-                }
-                state.metrics().auth_failure();
-                limiter.record_failure(ip);
-                tracing::info!(%ip, "invalid API key");
-                Err(ApiError::Core(CoreError::InvalidApiKey))
+        authenticate(parts, state, presented).await.map(Self)
+    }
+}
+
+/// The header in which an enforcement point passes on the API key of the agent it acts
+/// for (`POST /v1/executions/authorize-and-start`): the bare key, no scheme.
+pub const AGENT_KEY_HEADER: &str = "clearance-agent-key";
+
+/// The agent an enforcement point acts for, authenticated from [`AGENT_KEY_HEADER`]
+/// exactly as a caller is from its `Authorization` header.
+#[derive(Debug, Clone)]
+pub struct OnBehalfOf(pub Caller);
+
+impl FromRequestParts<AppState> for OnBehalfOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(AGENT_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        authenticate(parts, state, presented).await.map(Self)
+    }
+}
+
+/// Stage 1 for one presented key.
+async fn authenticate(parts: &Parts, state: &AppState, presented: Option<&str>) -> Result<Caller, ApiError> {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let limiter = &state.inner.limiter;
+    // A valid key always gets through: a flood of bad keys from an address (or one
+    // sharing its NAT) must not lock out the good ones. Only the bad keys are slowed.
+    match state.plane().authenticate(presented).await {
+        Ok(caller) => Ok(caller),
+        Err(CoreError::InvalidApiKey) => {
+            if let Some(retry_after) = limiter.blocked(ip) {
+                return Err(ApiError::RateLimited { retry_after });
             }
-            Err(other) => Err(ApiError::Core(other)),
+            state.metrics().auth_failure();
+            limiter.record_failure(ip);
+            tracing::info!(%ip, "invalid API key");
+            Err(ApiError::Core(CoreError::InvalidApiKey))
         }
+        Err(other) => Err(ApiError::Core(other)),
     }
 }
 

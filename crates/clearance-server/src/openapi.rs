@@ -10,6 +10,7 @@ use crate::routes;
     info(title = "Clearance control plane", description = "Pre-execution authorization for AI agents."),
     paths(
         routes::authorize::authorize,
+        routes::authorize::authorize_and_start,
         routes::authorize::permitted,
         routes::principals::create_principal,
         routes::principals::list_principals,

@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use clearance_core::{Applied, ExecutionChange, ExecutionStatus, LogAppend, Seal, StoreError, StoredCheckpoint};
+use clearance_core::{
+    Applied, ExecutionChange, ExecutionRecord, ExecutionStatus, LogAppend, Seal, StartNow, StoreError, StoredCheckpoint,
+};
 use clearance_model::execution::ExecutionState;
 use clearance_model::{ExecutionId, LogIndex, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +24,9 @@ pub(crate) enum Job {
         /// Signs the clearance of an allowed decision once the entry's index is known;
         /// the token is stored in the same commit. Taken when the batch is written.
         seal: Option<Seal>,
+        /// With an `Authorize` change: start the execution in the same commit, its entry
+        /// right after this job's.
+        start: Option<StartNow>,
         reply: oneshot::Sender<Result<Applied, StoreError>>,
     },
     /// Store a signed checkpoint. It goes through the writer like everything else, so
@@ -120,6 +125,7 @@ pub(crate) const fn no_entry(start: u64) -> Applied {
         index: LogIndex(start),
         parent: None,
         clearance: None,
+        started: None,
     }
 }
 
@@ -167,4 +173,16 @@ pub(crate) fn altered(index: u64) -> StoreError {
         "log entry {index} is missing or no longer matches its recorded hash: the log was \
          altered; run `clearance log verify` and restore the database from a backup"
     ))
+}
+
+/// An execution to insert, and its status when it is started in the same commit.
+pub(crate) type NewExecution<'a> = (&'a ExecutionRecord, Option<ExecutionStatus>);
+
+/// For an `Authorize` job: the new execution's status once started, if the job starts
+/// it. `Err` refuses the job (the state machine said no).
+pub(crate) fn started_status(
+    record: &ExecutionRecord,
+    start: Option<&StartNow>,
+) -> Result<Option<ExecutionStatus>, StoreError> {
+    start.map(|s| s.status(record)).transpose()
 }

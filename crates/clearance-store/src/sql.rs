@@ -27,7 +27,7 @@ macro_rules! store_impl {
         use clearance_core::{
             Applied, Attestation, ChallengeRefusal, ClusterPort, EnvironmentPort, EnvironmentRecord, ExecutionChange,
             ExecutionPort, ExecutionRecord, KeyHash, KeyRecord, LogAppend, LogPort, PolicyPort,
-            PolicyRecord, PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, StoreError,
+            PolicyRecord, PrincipalPort, PrincipalRecord, RevocationTx, Seal, SharedChange, StartNow, StoreError,
             StoredCheckpoint,
         };
         use clearance_log::{Hash, NodeId, leaf_hash};
@@ -37,7 +37,7 @@ macro_rules! store_impl {
         use sqlx::Row as _;
         use tokio::sync::oneshot;
 
-        use crate::sequencer::{Job, no_entry, unavailable};
+        use crate::sequencer::{Job, NewExecution, no_entry, started_status, unavailable};
 
         type Conn = <$db as sqlx::Database>::Connection;
         type DbRow = <$db as sqlx::Database>::Row;
@@ -206,11 +206,11 @@ macro_rules! store_impl {
             let start = log_size_in(&mut tx).await?;
             let mut entries: Vec<&LogAppend> = Vec::with_capacity(batch.len());
             let mut clearances: Vec<(&str, String)> = Vec::new();
-            let mut authorized: Vec<&ExecutionRecord> = Vec::new();
+            let mut authorized: Vec<NewExecution<'_>> = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for job in batch.iter_mut() {
                 match job {
-                    Job::Append { id, entry, change, seal, .. } => {
+                    Job::Append { id, entry, change, seal, start: start_now, .. } => {
                         let index = LogIndex(start + entries.len() as u64);
                         // Signed first: a seal that fails refuses the job before anything
                         // of it is written.
@@ -226,7 +226,13 @@ macro_rules! store_impl {
                             // later in the batch can refer to them, since their clearances
                             // leave only after the commit.
                             (Some(_), Some(ExecutionChange::Authorize(record))) => {
-                                authorized.push(&**record);
+                                match started_status(record, start_now.as_ref()) {
+                                    Ok(started) => authorized.push((&**record, started)),
+                                    Err(refused) => {
+                                        results.push(Err(refused));
+                                        continue;
+                                    }
+                                }
                                 match &record.parent {
                                     Some(parent) => Ok(execution_state(&mut tx, parent.as_str()).await?),
                                     None => Ok(None),
@@ -246,7 +252,16 @@ macro_rules! store_impl {
                             clearances.push((id.as_str(), token.clone()));
                         }
                         entries.push(entry);
-                        results.push(Ok(Applied { index, parent, clearance }));
+                        let started = start_now.as_ref().map(|s| {
+                            entries.push(&s.entry);
+                            LogIndex(index.0 + 1)
+                        });
+                        results.push(Ok(Applied {
+                            index,
+                            parent,
+                            clearance,
+                            started,
+                        }));
                     }
                     Job::Checkpoint { checkpoint, at, .. } => {
                         insert_checkpoint(&mut tx, checkpoint, *at).await?;
@@ -289,9 +304,18 @@ macro_rules! store_impl {
             entry: LogAppend,
             change: Option<ExecutionChange>,
             seal: Option<Seal>,
+            start: Option<StartNow>,
         ) -> Result<Applied, StoreError> {
             let (reply, answer) = oneshot::channel();
-            submit(store, Job::Append { id, entry, change, seal, reply }, answer).await
+            let job = Job::Append {
+                id,
+                entry,
+                change,
+                seal,
+                start,
+                reply,
+            };
+            submit(store, job, answer).await
         }
 
         /// Queue a job for the writer and wait for its answer.
@@ -403,7 +427,7 @@ macro_rules! store_impl {
         #[async_trait]
         impl LogPort for $store {
             async fn append(&self, entry: LogAppend) -> Result<LogIndex, StoreError> {
-                sequence(self, None, entry, None, None).await.map(|a| a.index)
+                sequence(self, None, entry, None, None, None).await.map(|a| a.index)
             }
 
             async fn append_change(
@@ -412,7 +436,7 @@ macro_rules! store_impl {
                 entry: LogAppend,
                 change: ExecutionChange,
             ) -> Result<Applied, StoreError> {
-                sequence(self, Some(id.clone()), entry, Some(change), None).await
+                sequence(self, Some(id.clone()), entry, Some(change), None, None).await
             }
 
             async fn append_sealed(
@@ -421,8 +445,9 @@ macro_rules! store_impl {
                 entry: LogAppend,
                 change: ExecutionChange,
                 seal: Seal,
+                start: Option<StartNow>,
             ) -> Result<Applied, StoreError> {
-                sequence(self, Some(id.clone()), entry, Some(change), Some(seal)).await
+                sequence(self, Some(id.clone()), entry, Some(change), Some(seal), start).await
             }
 
             async fn log_size(&self) -> Result<u64, StoreError> {
@@ -966,16 +991,17 @@ macro_rules! store_impl {
         }
 
         /// Insert executions, one statement per 100.
-        async fn insert_executions(conn: &mut Conn, records: &[&ExecutionRecord]) -> Result<(), StoreError> {
+        async fn insert_executions(conn: &mut Conn, records: &[NewExecution<'_>]) -> Result<(), StoreError> {
             for chunk in records.chunks(100) {
                 let sql = format!(
                     "INSERT INTO executions (id, principal_id, parent_id, root_principal, depth, action, resource_type, \
                      resource_id, request, arguments_digest, environment, delegation, kid, policy_version, issued_at, \
-                     expires_at, state) VALUES {}",
-                    placeholders(chunk.len(), 17)
+                     expires_at, state, started_at, lease_until) VALUES {}",
+                    placeholders(chunk.len(), 19)
                 );
                 let mut query = sqlx::query(&sql);
-                for r in chunk {
+                for (r, started) in chunk {
+                    let state = started.as_ref().map_or(r.state, |s| s.state);
                     let request = serde_json::json!({ "arguments": r.arguments, "context": r.context }).to_string();
                     let delegation = r.delegation.as_ref().map(json).transpose()?;
                     query = query
@@ -995,7 +1021,9 @@ macro_rules! store_impl {
                         .bind(r.policy_version.to_string())
                         .bind(r.issued_at.seconds())
                         .bind(r.expires_at.seconds())
-                        .bind(r.state.as_str());
+                        .bind(state.as_str())
+                        .bind(started.as_ref().and_then(|s| s.started_at).map(Timestamp::seconds))
+                        .bind(started.as_ref().and_then(|s| s.lease_until).map(Timestamp::seconds));
                 }
                 query.execute(&mut *conn).await.map_err(|e| unique_or(e, || "an execution id".to_owned()))?;
             }
@@ -1020,7 +1048,7 @@ macro_rules! store_impl {
             change: &ExecutionChange,
         ) -> Result<Result<Option<ExecutionState>, StoreError>, StoreError> {
             if let ExecutionChange::Authorize(record) = change {
-                insert_executions(conn, &[record]).await?;
+                insert_executions(conn, &[(&**record, None)]).await?;
                 return match &record.parent {
                     Some(parent) => Ok(Ok(execution_state(conn, parent.as_str()).await?)),
                     None => Ok(Ok(None)),

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use clearance_core::{Applied, ExecutionChange, ExecutionRecord, StoreError, StoredCheckpoint};
+use clearance_core::{Applied, ExecutionChange, ExecutionRecord, ExecutionStatus, StoreError, StoredCheckpoint};
 use clearance_log::{Hash, NodeId, leaf_hash};
 use clearance_model::execution::ExecutionState;
 use clearance_model::{ExecutionId, LogIndex, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::sequencer::{Job, STATUS_COLUMNS, StatusRow, corrupt, no_entry, status};
+use crate::sequencer::{Job, NewExecution, STATUS_COLUMNS, StatusRow, corrupt, no_entry, started_status, status};
 
 type Outcome = Result<Vec<Result<Applied, StoreError>>, StoreError>;
 type Request = (Vec<Job>, oneshot::Sender<(Vec<Job>, Outcome)>);
@@ -157,7 +157,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
     let start = u64::try_from(next).map_err(|_| corrupt("log size"))?;
     let mut entries = Vec::with_capacity(batch.len());
     let mut clearances: Vec<(&str, String)> = Vec::new();
-    let mut authorized: Vec<&ExecutionRecord> = Vec::new();
+    let mut authorized: Vec<NewExecution<'_>> = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
         match job {
@@ -166,6 +166,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
                 entry,
                 change,
                 seal,
+                start: start_now,
                 ..
             } => {
                 let index = LogIndex(start + entries.len() as u64);
@@ -181,7 +182,13 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
                 let applied = match (&*id, &*change) {
                     // Inserted together after the loop, as in `sql.rs`.
                     (Some(_), Some(ExecutionChange::Authorize(record))) => {
-                        authorized.push(&**record);
+                        match started_status(record, start_now.as_ref()) {
+                            Ok(started) => authorized.push((&**record, started)),
+                            Err(refused) => {
+                                results.push(Err(refused));
+                                continue;
+                            }
+                        }
                         match &record.parent {
                             Some(parent) => Ok(execution_state(&tx, parent.as_str())?),
                             None => Ok(None),
@@ -201,10 +208,15 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
                     clearances.push((id.as_str(), token.clone()));
                 }
                 entries.push(&*entry);
+                let started = start_now.as_ref().map(|s| {
+                    entries.push(&s.entry);
+                    LogIndex(index.0 + 1)
+                });
                 results.push(Ok(Applied {
                     index,
                     parent,
                     clearance,
+                    started,
                 }));
             }
             Job::Checkpoint { checkpoint, at, .. } => {
@@ -222,8 +234,8 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
             }
         }
     }
-    for record in authorized {
-        insert_execution(&tx, record)?;
+    for (record, started) in authorized {
+        insert_execution(&tx, record, started.as_ref())?;
     }
     if !entries.is_empty() {
         let mut insert = tx
@@ -299,7 +311,11 @@ fn insert_checkpoint(
     Ok(())
 }
 
-fn insert_execution(tx: &rusqlite::Transaction<'_>, r: &ExecutionRecord) -> Result<(), StoreError> {
+fn insert_execution(
+    tx: &rusqlite::Transaction<'_>,
+    r: &ExecutionRecord,
+    started: Option<&ExecutionStatus>,
+) -> Result<(), StoreError> {
     let request = serde_json::json!({ "arguments": r.arguments, "context": r.context }).to_string();
     let delegation = r
         .delegation
@@ -311,7 +327,8 @@ fn insert_execution(tx: &rusqlite::Transaction<'_>, r: &ExecutionRecord) -> Resu
         .prepare_cached(
             "INSERT INTO executions (id, principal_id, parent_id, root_principal, depth, action, resource_type, \
              resource_id, request, arguments_digest, environment, delegation, kid, policy_version, issued_at, \
-             expires_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             expires_at, state, started_at, lease_until) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )
         .map_err(unavailable)?;
     insert
@@ -332,7 +349,9 @@ fn insert_execution(tx: &rusqlite::Transaction<'_>, r: &ExecutionRecord) -> Resu
             r.policy_version.to_string(),
             r.issued_at.seconds(),
             r.expires_at.seconds(),
-            r.state.as_str(),
+            started.map_or(r.state, |s| s.state).as_str(),
+            started.and_then(|s| s.started_at).map(Timestamp::seconds),
+            started.and_then(|s| s.lease_until).map(Timestamp::seconds),
         ])
         .map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Exists(format!("execution `{}`", r.id)),

@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use clearance_artifact::ClearanceSigner;
 use clearance_core::{
-    Attestation, ChallengeRefusal, CoreError, EnvironmentRecord, ExecutionChange, LogAppend, Seal, Store, StoreError,
+    Applied, Attestation, ChallengeRefusal, CoreError, EnvironmentRecord, ExecutionChange, LogAppend, Seal, StartNow,
+    Store, StoreError,
 };
 use clearance_log::{MemoryTree, leaf_hash, verify_consistency, verify_inclusion};
 use clearance_model::execution::{ExecutionState, RevocationKind, RevokeRequest, StartRequest};
@@ -298,7 +299,9 @@ async fn a_refused_change_writes_nothing(b: Backend) {
 
 /// An allowed decision's entry, execution and clearance commit together: the clearance
 /// names its entry's index and is stored with it. A seal that fails writes nothing and
-/// does not hold back the rest of its batch.
+/// does not hold back the rest of its batch. An execution started in the same commit
+/// (authorize-and-start) has its start entry right after the decision's and is started
+/// once, through the state machine: a start it refuses writes nothing either.
 async fn a_decision_commits_with_its_clearance(b: Backend) {
     let w = world(Arc::clone(&b.store)).await;
     let r = w.cp.authorize(&w.bot, &refund(10, None, 4)).await.unwrap();
@@ -329,22 +332,70 @@ async fn a_decision_commits_with_its_clearance(b: Backend) {
                 execution: Some(id.clone()),
                 ..entry(i)
             };
+            // 0, 4 and 8 start at once; 6 asks to start after the clearance expired.
+            let now = match i {
+                0 | 4 | 8 | 3 => Some(record.issued_at),
+                6 => Some(record.expires_at),
+                _ => None,
+            };
+            let start = now.map(|now| StartNow {
+                entry: LogAppend {
+                    execution: Some(id.clone()),
+                    ..entry(100 + i)
+                },
+                now,
+                lease_until: Timestamp(now.seconds() + 30),
+            });
             let applied = store
-                .append_sealed(&id, append, ExecutionChange::Authorize(Box::new(record)), seal)
+                .append_sealed(&id, append, ExecutionChange::Authorize(Box::new(record)), seal, start)
                 .await;
             (i, id, applied)
         }));
     }
+    let mut started = 0;
     for t in tasks {
         let (i, id, applied) = t.await.unwrap();
-        if i % 2 == 0 {
+        if i == 6 {
+            assert_eq!(
+                applied,
+                Err(StoreError::ExecutionState {
+                    found: ExecutionState::Authorized
+                })
+            );
+            assert_eq!(b.store.execution(&id).await.unwrap(), None);
+            assert_eq!(b.store.clearance(&id).await.unwrap(), None);
+        } else if i % 2 == 0 {
             let applied = applied.unwrap();
             let token = format!("token-{}", applied.index.0);
             assert_eq!(applied.clearance.as_deref(), Some(token.as_str()));
             assert_eq!(b.store.clearance(&id).await.unwrap(), Some(token));
-            let stored = b.store.log_entries(applied.index.0, applied.index.0 + 1).await.unwrap();
+            let stored = b.store.log_entries(applied.index.0, applied.index.0 + 2).await.unwrap();
             assert_eq!(stored[0].1, entry(i).entry);
-            assert!(b.store.execution(&id).await.unwrap().is_some());
+            let execution = b.store.execution(&id).await.unwrap().unwrap();
+            if i % 4 == 0 {
+                started += 1;
+                assert_eq!(applied.started, Some(LogIndex(applied.index.0 + 1)));
+                assert_eq!(stored[1].1, entry(100 + i).entry);
+                assert_eq!(stored[1].0, LogIndex(applied.index.0 + 1));
+                assert_eq!(execution.state, ExecutionState::Started);
+                assert_eq!(execution.lease_until, Some(Timestamp(record.issued_at.seconds() + 30)));
+                assert_eq!(
+                    b.store.execution_entries(&id).await.unwrap().len(),
+                    2,
+                    "the decision and the start"
+                );
+                // Started once: the clearance cannot be started again.
+                let again = store_start(&b, &id, record.issued_at).await;
+                assert_eq!(
+                    again,
+                    Err(StoreError::ExecutionState {
+                        found: ExecutionState::Started
+                    })
+                );
+            } else {
+                assert_eq!(applied.started, None);
+                assert_eq!(execution.state, ExecutionState::Authorized);
+            }
         } else {
             match applied {
                 Err(StoreError::Unavailable(m)) => assert!(m.contains("could not be signed"), "{m}"),
@@ -354,9 +405,24 @@ async fn a_decision_commits_with_its_clearance(b: Backend) {
             assert_eq!(b.store.clearance(&id).await.unwrap(), None);
         }
     }
-    assert_eq!(b.store.log_size().await.unwrap(), before + 5);
+    assert_eq!(started, 3);
+    // Four decisions, three starts (and the refused start's job wrote nothing).
+    assert_eq!(b.store.log_size().await.unwrap(), before + 4 + 3);
     drop(w);
     b.finish().await;
+}
+
+/// Start `id` through the store, as `ControlPlane::start` does.
+async fn store_start(b: &Backend, id: &ExecutionId, now: Timestamp) -> Result<Applied, StoreError> {
+    let append = LogAppend {
+        execution: Some(id.clone()),
+        ..entry(999)
+    };
+    let change = ExecutionChange::Start {
+        now,
+        lease_until: Timestamp(now.seconds() + 30),
+    };
+    b.store.append_change(id, append, change).await
 }
 
 /// Revoking a root revokes its live subtree, in one transaction, each with its own record
