@@ -2,6 +2,7 @@
 
 mod audit;
 mod postgres;
+mod rows;
 mod sequencer;
 mod sql;
 mod sqlite;

@@ -60,7 +60,7 @@ impl PgDb {
         clippy::unused_self,
         reason = "the same interface as SQLite's, which has direct reads"
     )]
-    const fn tree_reads(&self) -> Option<&crate::sqlite_writer::TreeReads> {
+    const fn direct_reads(&self) -> Option<&crate::sqlite_writer::DirectReads> {
         None
     }
 

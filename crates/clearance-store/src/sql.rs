@@ -21,7 +21,6 @@
 macro_rules! store_impl {
     ($store:ty, $handle:ty, $db:ty) => {
         use std::collections::HashMap;
-        use std::str::FromStr as _;
 
         use async_trait::async_trait;
         use clearance_core::{
@@ -33,11 +32,15 @@ macro_rules! store_impl {
         use clearance_log::{Hash, NodeId, leaf_hash};
         use clearance_model::execution::{ExecutionState, RevocationKind, RevocationRecord};
         use clearance_model::wire::PolicyBundle;
-        use clearance_model::{Digest, ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, ResourceRef, Timestamp};
+        use clearance_model::{ExecutionId, KeyId, LogIndex, PolicyVersion, PrincipalId, Timestamp};
         use sqlx::Row as _;
         use tokio::sync::oneshot;
 
-        use crate::sequencer::{Job, NewExecution, no_entry, started_status, unavailable};
+        use crate::rows::{
+            ENV_COLUMNS, EXECUTION_COLUMNS, environment_row, execution_row, policy_version, uint,
+        };
+        use crate::sequencer::{Job, NewExecution, no_entry, started_status, state, unavailable};
+
 
         type Conn = <$db as sqlx::Database>::Connection;
         type DbRow = <$db as sqlx::Database>::Row;
@@ -48,10 +51,6 @@ macro_rules! store_impl {
 
         fn int(i: u64) -> Result<i64, StoreError> {
             i64::try_from(i).map_err(|_| StoreError::Unavailable(format!("{i} is out of the database's range")))
-        }
-
-        fn uint(i: i64, what: &str) -> Result<u64, StoreError> {
-            u64::try_from(i).map_err(|_| corrupt(what))
         }
 
         fn json(v: &impl serde::Serialize) -> Result<String, StoreError> {
@@ -451,8 +450,8 @@ macro_rules! store_impl {
             }
 
             async fn log_size(&self) -> Result<u64, StoreError> {
-                if let Some(tree) = self.db.tree_reads() {
-                    return tree.log_size();
+                if let Some(direct) = self.db.direct_reads() {
+                    return direct.log_size();
                 }
                 let mut conn = self.db.pool.acquire().await.map_err(unavailable)?;
                 log_size_in(&mut conn).await
@@ -478,8 +477,8 @@ macro_rules! store_impl {
             }
 
             async fn log_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-                if let Some(tree) = self.db.tree_reads() {
-                    return tree.log_nodes(ids);
+                if let Some(direct) = self.db.direct_reads() {
+                    return direct.log_nodes(ids);
                 }
                 let mut conn = self.db.pool.acquire().await.map_err(unavailable)?;
                 nodes_in(&mut conn, ids).await
@@ -528,10 +527,6 @@ macro_rules! store_impl {
                 roles: serde_json::from_str(&roles).map_err(|_| corrupt("principal roles"))?,
                 created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
             })
-        }
-
-        fn policy_version(s: &str) -> Result<PolicyVersion, StoreError> {
-            PolicyVersion::from_str(s).map_err(|_| corrupt("policy version"))
         }
 
         #[async_trait]
@@ -748,48 +743,6 @@ macro_rules! store_impl {
 
         // ---- environments --------------------------------------------------------------
 
-        const ENV_COLUMNS: &str = "id, attestation_key, expect, labels, quarantined_at, quarantine_reason, \
-                                   attested_at, measurements, measurement_digest, matches, mismatched, \
-                                   attestation_log_index, released_log_index";
-
-        fn environment_row(r: &DbRow) -> Result<EnvironmentRecord, StoreError> {
-            let s = |n: &str| r.try_get::<String, _>(n).map_err(unavailable);
-            let os = |n: &str| r.try_get::<Option<String>, _>(n).map_err(unavailable);
-            let oi = |n: &str| r.try_get::<Option<i64>, _>(n).map_err(unavailable);
-            let attestation = match (
-                oi("attested_at")?,
-                os("measurements")?,
-                os("measurement_digest")?,
-                oi("attestation_log_index")?,
-            ) {
-                (Some(time), Some(m), Some(d), Some(idx)) => Some(Attestation {
-                    time: Timestamp(time),
-                    measurements: serde_json::from_str(&m).map_err(|_| corrupt("measurements"))?,
-                    measurement_digest: Digest::from_str(&d).map_err(|_| corrupt("measurement digest"))?,
-                    matches: oi("matches")?.unwrap_or(0) == 1,
-                    mismatched: os("mismatched")?
-                        .map(|m| serde_json::from_str(&m))
-                        .transpose()
-                        .map_err(|_| corrupt("mismatched measurements"))?
-                        .unwrap_or_default(),
-                    log_index: LogIndex(uint(idx, "log index")?),
-                }),
-                _ => None,
-            };
-            Ok(EnvironmentRecord {
-                id: s("id")?,
-                attestation_key: s("attestation_key")?,
-                expect: serde_json::from_str(&s("expect")?).map_err(|_| corrupt("expectations"))?,
-                labels: serde_json::from_str(&s("labels")?).map_err(|_| corrupt("labels"))?,
-                quarantined: oi("quarantined_at")?.is_some(),
-                quarantine_reason: os("quarantine_reason")?,
-                attestation,
-                released: oi("released_log_index")?
-                    .map(|i| uint(i, "log index").map(LogIndex))
-                    .transpose()?,
-            })
-        }
-
         #[async_trait]
         impl EnvironmentPort for $store {
             async fn create_environment(&self, e: &EnvironmentRecord, event: LogAppend) -> Result<LogIndex, StoreError> {
@@ -825,6 +778,9 @@ macro_rules! store_impl {
             }
 
             async fn environment(&self, id: &str) -> Result<Option<EnvironmentRecord>, StoreError> {
+                if let Some(direct) = self.db.direct_reads() {
+                    return direct.environment(id);
+                }
                 let row = sqlx::query(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
                     .bind(id)
                     .fetch_optional(&self.db.pool)
@@ -941,54 +897,6 @@ macro_rules! store_impl {
         }
 
         // ---- executions and revocations ------------------------------------------------
-
-        const EXECUTION_COLUMNS: &str = "id, principal_id, parent_id, root_principal, depth, action, \
-                                         resource_type, resource_id, request, arguments_digest, environment, \
-                                         delegation, kid, policy_version, issued_at, expires_at, state, \
-                                         lease_until, exit_code, reason";
-
-        fn state(s: &str) -> Result<ExecutionState, StoreError> {
-            ExecutionState::parse(s).ok_or_else(|| corrupt("execution state"))
-        }
-
-        fn execution_row(row: &DbRow) -> Result<ExecutionRecord, StoreError> {
-            let s = |name: &str| row.try_get::<String, _>(name).map_err(unavailable);
-            let os = |name: &str| row.try_get::<Option<String>, _>(name).map_err(unavailable);
-            let i = |name: &str| row.try_get::<i64, _>(name).map_err(unavailable);
-            let oi = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(unavailable);
-            let request: serde_json::Value =
-                serde_json::from_str(&s("request")?).map_err(|_| corrupt("execution request"))?;
-            Ok(ExecutionRecord {
-                id: s("id")?.parse().map_err(|_| corrupt("execution id"))?,
-                principal: s("principal_id")?.parse().map_err(|_| corrupt("principal id"))?,
-                parent: os("parent_id")?
-                    .map(|p| p.parse())
-                    .transpose()
-                    .map_err(|_| corrupt("parent id"))?,
-                root_principal: s("root_principal")?.parse().map_err(|_| corrupt("root principal"))?,
-                depth: u32::try_from(i("depth")?).map_err(|_| corrupt("depth"))?,
-                action: s("action")?,
-                resource: ResourceRef::new(s("resource_type")?, s("resource_id")?),
-                arguments: request.get("arguments").cloned().unwrap_or_default(),
-                context: request.get("context").cloned().unwrap_or_default(),
-                arguments_digest: Digest::from_str(&s("arguments_digest")?).map_err(|_| corrupt("arguments digest"))?,
-                environment: os("environment")?,
-                delegation: os("delegation")?
-                    .map(|d| serde_json::from_str(&d))
-                    .transpose()
-                    .map_err(|_| corrupt("execution delegation"))?,
-                kid: s("kid")?,
-                policy_version: policy_version(&s("policy_version")?)?,
-                issued_at: Timestamp(i("issued_at")?),
-                expires_at: Timestamp(i("expires_at")?),
-                state: state(&s("state")?)?,
-                lease_until: oi("lease_until")?.map(Timestamp),
-                exit_code: oi("exit_code")?
-                    .map(|c| i32::try_from(c).map_err(|_| corrupt("exit code")))
-                    .transpose()?,
-                reason: os("reason")?,
-            })
-        }
 
         /// Insert executions, one statement per 100.
         async fn insert_executions(conn: &mut Conn, records: &[NewExecution<'_>]) -> Result<(), StoreError> {
@@ -1218,6 +1126,9 @@ macro_rules! store_impl {
         #[async_trait]
         impl ExecutionPort for $store {
             async fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+                if let Some(direct) = self.db.direct_reads() {
+                    return direct.execution(id);
+                }
                 let row = sqlx::query(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1"))
                     .bind(id.as_str())
                     .fetch_optional(&self.db.pool)

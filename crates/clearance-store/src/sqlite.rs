@@ -42,13 +42,14 @@ pub struct SqliteStore {
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteDb {
     pool: SqlitePool,
-    tree: std::sync::Arc<crate::sqlite_writer::TreeReads>,
+    direct: std::sync::Arc<crate::sqlite_writer::DirectReads>,
 }
 
 impl SqliteDb {
-    /// The log's size and tree nodes, read directly rather than through the pool.
-    fn tree_reads(&self) -> Option<&crate::sqlite_writer::TreeReads> {
-        Some(&self.tree)
+    /// The decision path's reads (the log's size and tree nodes, an environment, an
+    /// execution), made directly rather than through the pool.
+    fn direct_reads(&self) -> Option<&crate::sqlite_writer::DirectReads> {
+        Some(&self.direct)
     }
 
     /// `BEGIN IMMEDIATE` takes the database's write lock up front: writers queue rather
@@ -88,7 +89,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("database migration failed: {e}")))?;
         let db = SqliteDb {
             pool,
-            tree: std::sync::Arc::new(crate::sqlite_writer::TreeReads::new(path, options.busy_timeout)),
+            direct: std::sync::Arc::new(crate::sqlite_writer::DirectReads::new(path, options.busy_timeout)),
         };
         backfill_nodes(&db).await?;
         let checked = path.to_owned();

@@ -9,7 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use clearance_core::{Applied, ExecutionChange, ExecutionRecord, ExecutionStatus, StoreError, StoredCheckpoint};
+use clearance_core::{
+    Applied, EnvironmentRecord, ExecutionChange, ExecutionRecord, ExecutionStatus, StoreError, StoredCheckpoint,
+};
+
+use crate::rows::{ENV_COLUMNS, EXECUTION_COLUMNS, environment_row, execution_row};
 use clearance_log::{Hash, NodeId, leaf_hash};
 use clearance_model::execution::ExecutionState;
 use clearance_model::{ExecutionId, LogIndex, Timestamp};
@@ -419,12 +423,13 @@ fn apply_change(
     Ok(Ok(None))
 }
 
-/// The log's tree, read with direct calls on the calling task's thread. A proof needs
-/// about 2 log2 n nodes by primary key: microseconds from SQLite's page cache, less than
-/// a hand-off to a worker thread and back, and WAL readers never wait for the writer.
-/// Connections are opened on demand and a few kept for reuse.
+/// The reads on the decision path and the log's read side, made with direct calls on the
+/// calling task's thread: an environment or a parent execution by primary key, the log's
+/// size, a proof's 2 log2 n tree nodes. Microseconds from SQLite's page cache, less than
+/// a hand-off to sqlx's worker thread and back, and WAL readers never wait for the
+/// writer. Connections are opened on demand and a few kept for reuse.
 #[derive(Debug)]
-pub(crate) struct TreeReads {
+pub(crate) struct DirectReads {
     path: std::path::PathBuf,
     busy_timeout: Duration,
     idle: std::sync::Mutex<Vec<Connection>>,
@@ -433,7 +438,7 @@ pub(crate) struct TreeReads {
 /// Connections kept between reads: enough for the runtime's workers.
 const IDLE_READERS: usize = 4;
 
-impl TreeReads {
+impl DirectReads {
     pub(crate) fn new(path: &Path, busy_timeout: Duration) -> Self {
         Self {
             path: path.to_owned(),
@@ -477,6 +482,39 @@ impl TreeReads {
                 .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(unavailable)?;
             u64::try_from(next).map_err(|_| corrupt("log size"))
+        })
+    }
+
+    pub(crate) fn environment(&self, id: &str) -> Result<Option<EnvironmentRecord>, StoreError> {
+        self.one(
+            &format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = ?1"),
+            id,
+            |r| environment_row(r),
+        )
+    }
+
+    pub(crate) fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        self.one(
+            &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+            id.as_str(),
+            |r| execution_row(r),
+        )
+    }
+
+    /// The row `sql` finds for `key`, if any, parsed by `parse`.
+    fn one<T>(
+        &self,
+        sql: &str,
+        key: &str,
+        parse: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(sql).map_err(unavailable)?;
+            let mut rows = statement.query(params![key]).map_err(unavailable)?;
+            match rows.next().map_err(unavailable)? {
+                Some(row) => parse(row).map(Some),
+                None => Ok(None),
+            }
         })
     }
 
