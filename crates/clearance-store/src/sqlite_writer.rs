@@ -29,12 +29,7 @@ type Request = (Vec<Job>, oneshot::Sender<(Vec<Job>, Outcome)>);
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     batches: std::sync::mpsc::Sender<Request>,
-    /// Dropped with the last handle, which stops the background checkpointer.
-    _checkpointer: std::sync::Arc<std::sync::mpsc::Sender<()>>,
 }
-
-/// How often the background checkpointer copies the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 impl Writer {
     /// Start the writer thread for the database at `path` (created and migrated already).
@@ -46,20 +41,9 @@ impl Writer {
         let conn = open(&path, busy_timeout)?;
         std::thread::Builder::new()
             .name("clearance-log-writer".into())
-            .spawn({
-                let path = path.clone();
-                move || serve(&path, busy_timeout, Some(conn), &requests)
-            })
+            .spawn(move || serve(&path, busy_timeout, Some(conn), &requests))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the log writer: {e}")))?;
-        let (checkpointer, stop) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("clearance-wal-checkpoint".into())
-            .spawn(move || checkpoint_in_background(&path, busy_timeout, &stop))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the WAL checkpointer: {e}")))?;
-        Ok(Self {
-            batches,
-            _checkpointer: std::sync::Arc::new(checkpointer),
-        })
+        Ok(Self { batches })
     }
 
     /// Write one batch in one transaction: per job, what its append did or the refusal
@@ -99,40 +83,6 @@ fn serve(
     }
 }
 
-/// Copy the WAL into the database file every [`CHECKPOINT_EVERY`], from a connection of
-/// its own, until the writer is gone. SQLite's automatic checkpoint runs inside the commit
-/// that takes the WAL past 1,000 pages, holding up that batch and every decision queued
-/// behind it (13% of the server's CPU under load, all of it on the writer's thread); with
-/// this thread copying first, it finds almost nothing left to copy. It still runs, which
-/// lets the WAL restart from the beginning, so the file stays bounded. A passive
-/// checkpoint never blocks the writer or a reader; one that fails is tried again later.
-fn checkpoint_in_background(path: &Path, busy_timeout: Duration, stop: &std::sync::mpsc::Receiver<()>) {
-    let mut conn = None;
-    // Said once when checkpoints start failing (a full disk), not every 50 ms.
-    let mut failing = false;
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let done = conn
-            .take()
-            .map_or_else(|| open(path, busy_timeout), Ok)
-            .and_then(|c| {
-                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    .map_err(unavailable)?;
-                Ok(c)
-            });
-        match done {
-            Ok(c) => {
-                conn = Some(c);
-                failing = false;
-            }
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "background WAL checkpoint failed; retrying");
-            }
-            Err(_) => {}
-        }
-    }
-}
-
 /// The connection, unless a failed write left it inside a transaction: a COMMIT that
 /// failed (a full disk) can leave it there for good, and every later batch would then be
 /// refused. A fresh connection is opened for the next batch instead.
@@ -149,12 +99,6 @@ fn reusable(conn: Connection) -> Option<Connection> {
     }
 }
 
-/// The WAL size, in pages, at which a commit checkpoints by itself. The background
-/// checkpointer copies every [`CHECKPOINT_EVERY`], well before that under any load this
-/// machine can take, so the commit finds little left to copy; it still bounds the WAL
-/// (32 MB) when the background falls behind.
-const WRITER_AUTOCHECKPOINT_PAGES: u32 = 8_000;
-
 fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -164,11 +108,8 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     conn.busy_timeout(busy_timeout).map_err(unavailable)?;
     // As the pool's connections: WAL (a property of the file, already set), every commit
     // synced, foreign keys enforced.
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};"
-    ))
-    .map_err(unavailable)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(unavailable)?;
     Ok(conn)
 }
 
