@@ -51,18 +51,37 @@ impl LogReader {
             Self::Sqlite(conn) => {
                 let (start, limit) = (sql_int(start)?, sql_int(limit)?);
                 read_sqlite(conn, move |c| {
-                    let mut page = c.prepare_cached(
-                        "SELECT e.idx, e.entry, n.hash FROM log_entries e \
-                         LEFT JOIN log_nodes n ON n.level = 0 AND n.idx = e.idx \
-                         WHERE e.idx >= ?1 ORDER BY e.idx LIMIT ?2",
+                    // Two scans in index order, merged, rather than a join: a join looks
+                    // each leaf up in the nodes' B-tree, row by row.
+                    let mut page =
+                        c.prepare_cached("SELECT idx, entry FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2")?;
+                    let mut leaves = c.prepare_cached(
+                        "SELECT idx, hash FROM log_nodes WHERE level = 0 AND idx >= ?1 ORDER BY idx LIMIT ?2",
                     )?;
-                    // A negative index is refused as out of range, not wrapped.
-                    let rows = page.query_map(rusqlite::params![start, limit], |r| {
+                    let mut recorded = leaves.query(rusqlite::params![start, limit])?;
+                    let advance = |recorded: &mut rusqlite::Rows<'_>| -> rusqlite::Result<Option<(i64, [u8; 32])>> {
+                        Ok(match recorded.next()? {
+                            // A stored leaf of another length never matches.
+                            Some(r) => Some((r.get(0)?, r.get_ref(1)?.as_blob()?.try_into().unwrap_or([0; 32]))),
+                            None => None,
+                        })
+                    };
+                    let mut next_recorded = advance(&mut recorded)?;
+                    let mut rows = page.query(rusqlite::params![start, limit])?;
+                    let mut out = Vec::new();
+                    while let Some(r) = rows.next()? {
+                        // A negative index is refused as out of range, not wrapped.
+                        let idx: u64 = r.get(0)?;
                         let leaf = leaf_hash(r.get_ref(1)?.as_blob()?);
-                        let stored = r.get_ref(2)?.as_blob_or_null()?;
-                        Ok((r.get::<_, u64>(0)?, leaf, stored.map(|s| s == leaf)))
-                    })?;
-                    rows.collect()
+                        while next_recorded.is_some_and(|(i, _)| u64::try_from(i).is_ok_and(|i| i < idx)) {
+                            next_recorded = advance(&mut recorded)?;
+                        }
+                        let stored = next_recorded
+                            .filter(|(i, _)| u64::try_from(*i).is_ok_and(|i| i == idx))
+                            .map(|(_, h)| h == leaf);
+                        out.push((idx, leaf, stored));
+                    }
+                    Ok(out)
                 })
                 .await
             }
