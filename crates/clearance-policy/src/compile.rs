@@ -361,40 +361,120 @@ fn narrowed_schema(
     Schema::from_json_value(Value::Object(whole)).ok()
 }
 
-/// Parse policies, naming each by its `@id("...")` annotation when it has one.
-fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
-    let parsed = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(vec![e.to_string()]))?;
-    if let Some(t) = parsed.templates().next() {
-        return Err(PolicyError::Unsupported(format!(
-            "policy templates are not supported (template `{}`)",
-            t.id()
-        )));
+/// Policies parsed at most this many at a time. Cedar's parse tree of a whole bundle is
+/// several times the size of the policies it yields (about 60 MB for 10,000), and the
+/// allocator keeps that peak resident after it is freed.
+const PARSE_CHUNK: usize = 256;
+
+/// Parse policies, naming each by its `@id("...")` annotation when it has one and
+/// `policyN` (its position in the text) otherwise. Large bundles are parsed a chunk of
+/// statements at a time; if a chunk does not parse, the whole text is parsed again, so
+/// that errors point into the text as written.
+pub(crate) fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
+    let statements = statements(text);
+    let mut sets = Vec::new();
+    if statements.len() > PARSE_CHUNK {
+        let chunks = statements.chunks(PARSE_CHUNK).count();
+        for (i, chunk) in statements.chunks(PARSE_CHUNK).enumerate() {
+            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+                continue;
+            };
+            // The last chunk takes whatever follows the last `;` too: a statement missing
+            // its `;` must fail, not vanish.
+            let end = if i + 1 == chunks { text.len() } else { last.end };
+            match text.get(first.start..end).map(PolicySet::from_str) {
+                Some(Ok(set)) => sets.push(set),
+                // The whole text's parse below reports the error where it is.
+                _ => {
+                    sets.clear();
+                    break;
+                }
+            }
+        }
+    }
+    if sets.is_empty() {
+        sets.push(PolicySet::from_str(text).map_err(|e| PolicyError::Parse(vec![e.to_string()]))?);
     }
     let mut named = PolicySet::new();
-    // Keep source order (the parser numbers policies policy0, policy1, ...).
-    let mut policies: Vec<_> = parsed.policies().collect();
-    policies.sort_by_key(|p| {
-        let id = p.id().to_string();
-        id.strip_prefix("policy")
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(usize::MAX)
-    });
-    for policy in policies {
-        if policy.annotation("approval").is_some() {
+    // The parser numbers each chunk's policies policy0, policy1, ...: source order.
+    let mut offset = 0;
+    for parsed in sets {
+        if let Some(t) = parsed.templates().next() {
             return Err(PolicyError::Unsupported(format!(
-                "policy `{}` has an `@approval` annotation, but human approval is not supported yet; \
-                 remove it rather than have the policy allow without approval",
-                policy.annotation("id").unwrap_or(policy.id().as_ref())
+                "policy templates are not supported (template `{}`)",
+                t.id()
             )));
         }
-        let policy = match policy.annotation("id") {
-            Some(id) => policy.new_id(PolicyId::new(id)),
-            None => policy.clone(),
-        };
-        let id = policy.id().to_string();
-        named
-            .add(policy)
-            .map_err(|_| PolicyError::Parse(vec![format!("policy id `{id}` is used twice")]))?;
+        let mut policies: Vec<(usize, &cedar_policy::Policy)> = parsed
+            .policies()
+            .map(|p| {
+                let n = p
+                    .id()
+                    .to_string()
+                    .strip_prefix("policy")
+                    .and_then(|n| n.parse::<usize>().ok());
+                (n.unwrap_or(usize::MAX), p)
+            })
+            .collect();
+        policies.sort_by_key(|(n, _)| *n);
+        for (n, policy) in &policies {
+            if policy.annotation("approval").is_some() {
+                return Err(PolicyError::Unsupported(format!(
+                    "policy `{}` has an `@approval` annotation, but human approval is not supported yet; \
+                     remove it rather than have the policy allow without approval",
+                    policy.annotation("id").unwrap_or(policy.id().as_ref())
+                )));
+            }
+            let policy = match policy.annotation("id") {
+                Some(id) => policy.new_id(PolicyId::new(id)),
+                None if offset == 0 => (*policy).clone(),
+                None => policy.new_id(PolicyId::new(format!("policy{}", offset + n))),
+            };
+            let id = policy.id().to_string();
+            named
+                .add(policy)
+                .map_err(|_| PolicyError::Parse(vec![format!("policy id `{id}` is used twice")]))?;
+        }
+        offset += policies.len();
     }
     Ok(named)
+}
+
+/// Where one statement of a policy text lies: from the end of the one before (comments,
+/// annotations and all) to its closing `;` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Statement {
+    start: usize,
+    end: usize,
+}
+
+/// The statements of a policy text, found by a scan that skips string literals and
+/// comments, where a `;` ends nothing. Text after the last `;` is not a statement.
+fn statements(text: &str) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let (mut start, mut in_string, mut escaped, mut in_comment) = (0, false, false, false);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => in_string = true,
+                '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => in_comment = true,
+                ';' => {
+                    out.push(Statement { start, end: i + 1 });
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
