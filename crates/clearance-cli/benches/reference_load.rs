@@ -131,6 +131,14 @@ fn main() {
         let key = server.agent("bot");
         server.activate(&set.schema(), &set.bundle_text());
         let agent = Reference::start(&reference, set);
+        // Resident memory with the set loaded and idle, once the compile's garbage is gone.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        println!(
+            "{:<8} resident memory with the set loaded, idle: clearance {:.1} MB, reference {:.1} MB",
+            set.name,
+            resident_mb(server.pid()),
+            resident_mb(agent.child.id())
+        );
         for conns in [1, 16, 64] {
             let body = |action: usize| json!({"action": format!("a{action}"), "resource": {"type": "Tool", "id": "t"}, "arguments": {"amount": 10}});
             let ours = wrk(
@@ -335,6 +343,17 @@ fn millis(text: &str) -> f64 {
         "m" => number * 60e3,
         other => panic!("unknown wrk unit `{other}`"),
     }
+}
+
+/// A process's resident set size (`VmRSS`), in MB.
+fn resident_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
 }
 
 /// User plus system CPU time of a process so far, in clock ticks.
