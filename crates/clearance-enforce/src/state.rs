@@ -82,6 +82,10 @@ struct Contents {
 
 fn parse(text: &str) -> Result<Contents, String> {
     let mut c = Contents::default();
+    // A last line without its newline, after complete ones, is a write that failed part
+    // way (a full disk): its consume failed too, so nothing was admitted on it. (A file
+    // with no complete line at all is read as it is: it may not be ours.)
+    let text = text.rfind('\n').and_then(|end| text.get(..=end)).unwrap_or(text);
     let mut lines = text.lines().peekable();
     if let Some(first) = lines.peek().filter(|l| l.starts_with("clearance-replay ")) {
         let mut parts = first.split(' ').skip(2);

@@ -249,6 +249,29 @@ mod state {
     }
 
     #[test]
+    fn replay_cache_ignores_a_record_torn_by_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        drop(ReplayCache::open_in_boot(&path, NOW, Some("boot-1".into())).unwrap());
+        let header = std::fs::read_to_string(&path).unwrap();
+        // The process died (same boot) after `a` and during the write of the next record.
+        let header = header.lines().next().unwrap();
+        std::fs::write(&path, format!("{header}\na {}\nhalf-writ", NOW + 60)).unwrap();
+        let cache = ReplayCache::open_in_boot(&path, NOW, Some("boot-1".into())).unwrap();
+        assert_eq!((cache.len(), cache.floor()), (1, 0));
+        assert_eq!(cache.consume("a", NOW, NOW + 60, NOW).unwrap_err().code(), "replayed");
+        // A damaged line before the end is not a torn write: the file is refused.
+        drop(cache);
+        std::fs::write(&path, format!("{header}\nnot a record\na {}\n", NOW + 60)).unwrap();
+        assert_eq!(
+            ReplayCache::open_in_boot(&path, NOW, Some("boot-1".into()))
+                .unwrap_err()
+                .code(),
+            "replay_cache_unavailable"
+        );
+    }
+
+    #[test]
     fn replay_cache_is_exclusive_and_refuses_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("replay");
