@@ -186,3 +186,43 @@ pub(crate) fn started_status(
 ) -> Result<Option<ExecutionStatus>, StoreError> {
     start.map(|s| s.status(record)).transpose()
 }
+
+/// What a batch writes besides its execution changes, gathered as its jobs pass: the
+/// entries (a start's right after its decision's) and the clearances.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted<'a> {
+    pub(crate) entries: Vec<&'a LogAppend>,
+    pub(crate) clearances: Vec<(&'a str, String)>,
+}
+
+impl<'a> Accepted<'a> {
+    /// The index of the next entry accepted, in a batch that starts at `start`.
+    pub(crate) fn next_index(&self, start: u64) -> LogIndex {
+        LogIndex(start + self.entries.len() as u64)
+    }
+
+    /// Queue what a job that passed writes, and say what it did.
+    pub(crate) fn job(
+        &mut self,
+        id: Option<&'a ExecutionId>,
+        entry: &'a LogAppend,
+        start: Option<&'a StartNow>,
+        (index, parent): (LogIndex, Option<ExecutionState>),
+        clearance: Option<String>,
+    ) -> Applied {
+        if let (Some(id), Some(token)) = (id, &clearance) {
+            self.clearances.push((id.as_str(), token.clone()));
+        }
+        self.entries.push(entry);
+        let started = start.map(|s| {
+            self.entries.push(&s.entry);
+            LogIndex(index.0 + 1)
+        });
+        Applied {
+            index,
+            parent,
+            clearance,
+            started,
+        }
+    }
+}

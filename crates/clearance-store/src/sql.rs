@@ -39,7 +39,7 @@ macro_rules! store_impl {
         use crate::rows::{
             ENV_COLUMNS, EXECUTION_COLUMNS, environment_row, execution_row, policy_version, uint,
         };
-        use crate::sequencer::{Job, NewExecution, no_entry, started_status, state, unavailable};
+        use crate::sequencer::{Accepted, Job, NewExecution, no_entry, started_status, state, unavailable};
 
 
         type Conn = <$db as sqlx::Database>::Connection;
@@ -203,14 +203,13 @@ macro_rules! store_impl {
         ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
             let mut tx = db.write_tx().await?;
             let start = log_size_in(&mut tx).await?;
-            let mut entries: Vec<&LogAppend> = Vec::with_capacity(batch.len());
-            let mut clearances: Vec<(&str, String)> = Vec::new();
+            let mut accepted = Accepted::default();
             let mut authorized: Vec<NewExecution<'_>> = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for job in batch.iter_mut() {
                 match job {
                     Job::Append { id, entry, change, seal, start: start_now, .. } => {
-                        let index = LogIndex(start + entries.len() as u64);
+                        let index = accepted.next_index(start);
                         // Signed first: a seal that fails refuses the job before anything
                         // of it is written.
                         let clearance = match crate::sequencer::seal(seal, index) {
@@ -247,20 +246,8 @@ macro_rules! store_impl {
                                 continue;
                             }
                         };
-                        if let (Some(id), Some(token)) = (&*id, &clearance) {
-                            clearances.push((id.as_str(), token.clone()));
-                        }
-                        entries.push(entry);
-                        let started = start_now.as_ref().map(|s| {
-                            entries.push(&s.entry);
-                            LogIndex(index.0 + 1)
-                        });
-                        results.push(Ok(Applied {
-                            index,
-                            parent,
-                            clearance,
-                            started,
-                        }));
+                        let applied = accepted.job(id.as_ref(), entry, start_now.as_ref(), (index, parent), clearance);
+                        results.push(Ok(applied));
                     }
                     Job::Checkpoint { checkpoint, at, .. } => {
                         insert_checkpoint(&mut tx, checkpoint, *at).await?;
@@ -280,8 +267,8 @@ macro_rules! store_impl {
                 }
             }
             insert_executions(&mut tx, &authorized).await?;
-            append_leaves_at(&mut tx, start, &entries).await?;
-            for chunk in clearances.chunks(200) {
+            append_leaves_at(&mut tx, start, &accepted.entries).await?;
+            for chunk in accepted.clearances.chunks(200) {
                 let sql = format!(
                     "INSERT INTO clearances (execution_id, token) VALUES {} ON CONFLICT DO NOTHING",
                     placeholders(chunk.len(), 2)

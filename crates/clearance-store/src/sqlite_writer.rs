@@ -16,11 +16,13 @@ use clearance_core::{
 use crate::rows::{ENV_COLUMNS, EXECUTION_COLUMNS, environment_row, execution_row};
 use clearance_log::{Hash, NodeId, leaf_hash};
 use clearance_model::execution::ExecutionState;
-use clearance_model::{ExecutionId, LogIndex, Timestamp};
+use clearance_model::{ExecutionId, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::sequencer::{Job, NewExecution, STATUS_COLUMNS, StatusRow, corrupt, no_entry, started_status, status};
+use crate::sequencer::{
+    Accepted, Job, NewExecution, STATUS_COLUMNS, StatusRow, corrupt, no_entry, started_status, status,
+};
 
 type Outcome = Result<Vec<Result<Applied, StoreError>>, StoreError>;
 type Request = (Vec<Job>, oneshot::Sender<(Vec<Job>, Outcome)>);
@@ -159,8 +161,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
         .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries", [], |r| r.get(0))
         .map_err(unavailable)?;
     let start = u64::try_from(next).map_err(|_| corrupt("log size"))?;
-    let mut entries = Vec::with_capacity(batch.len());
-    let mut clearances: Vec<(&str, String)> = Vec::new();
+    let mut accepted = Accepted::default();
     let mut authorized: Vec<NewExecution<'_>> = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
@@ -173,7 +174,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
                 start: start_now,
                 ..
             } => {
-                let index = LogIndex(start + entries.len() as u64);
+                let index = accepted.next_index(start);
                 // Signed first: a seal that fails refuses the job before anything of it
                 // is written.
                 let clearance = match crate::sequencer::seal(seal, index) {
@@ -208,20 +209,8 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
                         continue;
                     }
                 };
-                if let (Some(id), Some(token)) = (&*id, &clearance) {
-                    clearances.push((id.as_str(), token.clone()));
-                }
-                entries.push(&*entry);
-                let started = start_now.as_ref().map(|s| {
-                    entries.push(&s.entry);
-                    LogIndex(index.0 + 1)
-                });
-                results.push(Ok(Applied {
-                    index,
-                    parent,
-                    clearance,
-                    started,
-                }));
+                let applied = accepted.job(id.as_ref(), entry, start_now.as_ref(), (index, parent), clearance);
+                results.push(Ok(applied));
             }
             Job::Checkpoint { checkpoint, at, .. } => {
                 insert_checkpoint(&tx, checkpoint, *at)?;
@@ -241,6 +230,7 @@ fn write_batch(conn: &mut Connection, batch: &mut [Job]) -> Outcome {
     for (record, started) in authorized {
         insert_execution(&tx, record, started.as_ref())?;
     }
+    let Accepted { entries, clearances } = accepted;
     if !entries.is_empty() {
         let mut insert = tx
             .prepare_cached("INSERT INTO log_entries (idx, entry, appended_at, execution_id) VALUES (?1, ?2, ?3, ?4)")
