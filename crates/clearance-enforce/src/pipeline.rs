@@ -1,11 +1,13 @@
 //! The one admission pipeline every enforcement point runs: `exec`, the HTTP proxy and
-//! the MCP proxy are adapters over it. A call passes, in this order: the control plane's
-//! decision (when the enforcement point asks for the clearance itself), the local checks
-//! of [`Gate::admit`] (signature and claims for exactly this call, the revocation view,
-//! the environment's measurements, the replay cache), and the control plane's `start`,
-//! which consumes the clearance once for everyone. Only then is there an [`Admission`],
-//! and code that spawns a process or forwards a request takes one; completing consumes
-//! it. A new check goes here, once.
+//! the MCP proxy are adapters over it. A call passes the control plane's decision (when
+//! the enforcement point asks for the clearance itself), the local checks of
+//! [`Gate::admit`] (signature and claims for exactly this call, the revocation view, the
+//! environment's measurements, the replay cache), and the control plane's `start`, which
+//! consumes the clearance once for everyone: for a clearance presented by the caller, in
+//! that order; for one the point asks for itself, decision and start in one request
+//! ([`Pipeline::authorize_and_admit`]), then the local checks. Only then is there an
+//! [`Admission`], and code that spawns a process or forwards a request takes one;
+//! completing consumes it. A new check goes here, once.
 
 use std::future::Future;
 
