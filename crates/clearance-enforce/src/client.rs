@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clearance_artifact::Jwks;
 use clearance_model::execution::{
-    AuthorizeAndStartResponse, CompleteRequest, Completed, Lease, RenewRequest, RenewResponse, RevocationRecord,
-    StartRequest,
+    AGENT_KEY_HEADER, AuthorizeAndStartResponse, CompleteRequest, Completed, Lease, RenewRequest, RenewResponse,
+    RevocationRecord, StartRequest,
 };
 use clearance_model::wire::{
     AuthorizeRequest, AuthorizeResponse, ErrorBody, PermittedRequest, PermittedResponse, Whoami,
@@ -133,7 +133,7 @@ impl ControlPlaneClient {
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key);
         if let Some(agent) = agent {
-            req = req.header("clearance-agent-key", &agent.key);
+            req = req.header(AGENT_KEY_HEADER, &agent.key);
         }
         if let Some(b) = body {
             req = req.json(b);

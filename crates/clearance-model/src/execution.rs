@@ -115,6 +115,10 @@ pub struct StartRequest {
     pub lease_seconds: Option<u64>,
 }
 
+/// The header in which an enforcement point passes on the API key of the agent it acts
+/// for (`POST /v1/executions/authorize-and-start`): the bare key, no scheme.
+pub const AGENT_KEY_HEADER: &str = "clearance-agent-key";
+
 /// `POST /v1/executions/authorize-and-start`: an enforcement point that asks for a
 /// clearance on an agent's behalf and runs the call at once has the control plane decide
 /// and start in one request and one commit. The enforcer authenticates as the caller; the

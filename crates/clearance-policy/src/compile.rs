@@ -427,7 +427,9 @@ pub(crate) fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
             }
             let policy = match policy.annotation("id") {
                 Some(id) => policy.new_id(PolicyId::new(id)),
-                None if offset == 0 => (*policy).clone(),
+                // The first chunk's numbers are already the whole text's, and an id the
+                // parser did not number is kept as it is.
+                None if offset == 0 || *n == usize::MAX => (*policy).clone(),
                 None => policy.new_id(PolicyId::new(format!("policy{}", offset + n))),
             };
             let id = policy.id().to_string();

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use clearance_core::{Caller, CoreError};
+use clearance_model::execution::AGENT_KEY_HEADER;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -29,10 +30,6 @@ impl FromRequestParts<AppState> for Authenticated {
         authenticate(parts, state, presented).await.map(Self)
     }
 }
-
-/// The header in which an enforcement point passes on the API key of the agent it acts
-/// for (`POST /v1/executions/authorize-and-start`): the bare key, no scheme.
-pub const AGENT_KEY_HEADER: &str = "clearance-agent-key";
 
 /// The agent an enforcement point acts for, authenticated from [`AGENT_KEY_HEADER`]
 /// exactly as a caller is from its `Authorization` header.

@@ -423,6 +423,9 @@ pub(crate) struct DirectReads {
     path: std::path::PathBuf,
     busy_timeout: Duration,
     idle: std::sync::Mutex<Vec<Connection>>,
+    /// The point reads' statements, built once rather than on every decision.
+    environment_sql: String,
+    execution_sql: String,
 }
 
 /// Connections kept between reads: enough for the runtime's workers.
@@ -434,6 +437,8 @@ impl DirectReads {
             path: path.to_owned(),
             busy_timeout,
             idle: std::sync::Mutex::default(),
+            environment_sql: format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = ?1"),
+            execution_sql: format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
         }
     }
 
@@ -476,19 +481,11 @@ impl DirectReads {
     }
 
     pub(crate) fn environment(&self, id: &str) -> Result<Option<EnvironmentRecord>, StoreError> {
-        self.one(
-            &format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = ?1"),
-            id,
-            |r| environment_row(r),
-        )
+        self.one(&self.environment_sql, id, |r| environment_row(r))
     }
 
     pub(crate) fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
-        self.one(
-            &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
-            id.as_str(),
-            |r| execution_row(r),
-        )
+        self.one(&self.execution_sql, id.as_str(), |r| execution_row(r))
     }
 
     /// The row `sql` finds for `key`, if any, parsed by `parse`.
