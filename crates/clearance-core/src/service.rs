@@ -659,6 +659,12 @@ impl ControlPlane {
         self.checkpoint().await.map(Some)
     }
 
+    /// True once the store's log writer has stopped: nothing can be decided any more,
+    /// and the process should exit for its supervisor to restart it.
+    pub fn writer_stopped(&self) -> bool {
+        self.store.writer_stopped()
+    }
+
     pub async fn readiness(&self) -> Readiness {
         let storage = self
             .store

@@ -480,6 +480,10 @@ pub trait ClusterPort: Send + Sync {
     /// Changes committed by any node, as they are announced (best effort: callers also
     /// poll). `None` when this store is the only writer of its database.
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<SharedChange>>;
+    /// True once the task that writes the log has ended while the store is still open:
+    /// nothing can be decided from then on, and the process should stop for its
+    /// supervisor to start it again.
+    fn writer_stopped(&self) -> bool;
 }
 
 /// Everything the control plane needs: one backend implements every port.

@@ -68,10 +68,20 @@ where
             }
         }
         let size = batch.len();
-        let (batch, outcome) = match tokio::time::timeout(timeout, write(batch)).await {
-            Ok(done) => done,
+        // A batch that panics (a bug, never expected) is lost like a timed-out one, and
+        // the sequencer goes on: one bad batch must not stop every later decision.
+        let written = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(write(batch)));
+        let (batch, outcome) = match tokio::time::timeout(timeout, written).await {
+            Ok(Ok(done)) => done,
             // The batch was dropped with the future: its callers see their replies
             // dropped, which they report as the append failing.
+            Ok(Err(_)) => {
+                tracing::error!(
+                    jobs = size,
+                    "log append panicked; its jobs failed and the sequencer goes on"
+                );
+                continue;
+            }
             Err(_) => {
                 tracing::error!(jobs = size, "log append timed out after {timeout:?}");
                 continue;

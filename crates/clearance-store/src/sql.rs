@@ -1227,6 +1227,10 @@ macro_rules! store_impl {
             fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<SharedChange>> {
                 <$store>::subscribe_changes(self)
             }
+
+            fn writer_stopped(&self) -> bool {
+                self.appends.is_closed()
+            }
         }
     };
 }

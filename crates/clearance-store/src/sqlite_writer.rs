@@ -75,9 +75,18 @@ fn serve(
     while let Ok((mut batch, reply)) = requests.recv() {
         let outcome = match conn.take().map_or_else(|| open(path, busy_timeout), Ok) {
             Ok(mut c) => {
-                let outcome = write_batch(&mut c, &mut batch);
-                conn = reusable(c);
-                outcome
+                // A panic (a bug, never expected) fails this batch only: the connection,
+                // rolled back when dropped, is replaced, and the thread serves on.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_batch(&mut c, &mut batch))) {
+                    Ok(outcome) => {
+                        conn = reusable(c);
+                        outcome
+                    }
+                    Err(_) => {
+                        tracing::error!("the log writer panicked on a batch; it failed and the writer goes on");
+                        Err(StoreError::Unavailable("the log writer failed on this batch".into()))
+                    }
+                }
             }
             Err(e) => Err(e),
         };

@@ -167,3 +167,66 @@ async fn locked_database_means_audit_unavailable_then_recovers() {
     assert_eq!(deny.reasons, vec![DenyReason::PolicyDenied]);
     assert!(store.check_writable(Timestamp(0)).await.is_ok());
 }
+
+/// A batch whose write panics (a bug) fails its own callers only: the sequencer answers
+/// the next batch as if nothing happened, instead of stopping every later decision.
+#[tokio::test]
+#[allow(clippy::panic, reason = "the panic is the fault under test")]
+async fn a_panicking_batch_fails_alone_and_the_sequencer_goes_on() {
+    use crate::sequencer::{Job, run};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(16);
+    let first = Arc::new(AtomicBool::new(true));
+    tokio::spawn(run(queue, 8, Duration::from_secs(5), move |batch: Vec<Job>| {
+        let first = Arc::clone(&first);
+        async move {
+            assert!(
+                !first.swap(false, Ordering::SeqCst),
+                "the first batch breaks the writer"
+            );
+            let n = batch.len();
+            let applied = clearance_core::Applied {
+                index: clearance_model::LogIndex(0),
+                parent: None,
+                clearance: None,
+                started: None,
+            };
+            (batch, Ok(vec![Ok(applied); n]))
+        }
+    }));
+    let health = |at| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        (Job::Health { at, reply }, answer)
+    };
+    let (job, answer) = health(Timestamp(1));
+    jobs.send(job).await.unwrap();
+    assert!(
+        answer.await.is_err(),
+        "the panicked batch's reply is dropped: its append failed"
+    );
+    let (job, answer) = health(Timestamp(2));
+    jobs.send(job).await.unwrap();
+    assert!(answer.await.unwrap().is_ok(), "the next batch is written");
+    assert!(!jobs.is_closed());
+}
+
+/// When the task that writes the log is gone (here: its runtime shut down), the store
+/// says so: `writer_stopped` (the server exits on it, for its supervisor) and a failing
+/// `check_writable` (`/readyz` answers 503).
+#[test]
+fn a_stopped_log_writer_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let store = first.block_on(SqliteStore::open(&path, options())).unwrap();
+    assert!(!store.writer_stopped());
+    first.block_on(store.check_writable(Timestamp(1))).unwrap();
+    drop(first);
+    assert!(store.writer_stopped());
+    let second = tokio::runtime::Runtime::new().unwrap();
+    let e = second.block_on(store.check_writable(Timestamp(2))).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Unavailable(ref m) if m.contains("sequencer has stopped")),
+        "{e}"
+    );
+}
