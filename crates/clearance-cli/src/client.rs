@@ -25,6 +25,41 @@ pub(crate) struct ClientArgs {
     /// Print the server's JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Trust this CA (PEM, one or more certificates) for an `https://` --server signed by
+    /// a private CA, besides the public roots.
+    #[arg(long, env = "CLEARANCE_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+/// `builder`, trusting the certificates of `--ca-cert` too.
+pub(crate) fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, Failure> {
+    if let Some(pem) = read_ca_certs(ca_cert)? {
+        for root in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Failure::Error(e.into()))? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    Ok(builder)
+}
+
+/// The PEM text of `--ca-cert`, read once and checked to hold at least one certificate.
+pub(crate) fn read_ca_certs(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, Failure> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path)
+        .map_err(|e| Failure::Error(anyhow::anyhow!("reading the CA certificate `{}`: {e}", path.display())))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(Some(pem)),
+        Ok(_) => Err(Failure::Error(anyhow::anyhow!(
+            "`{}` holds no PEM certificate",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::Error(anyhow::anyhow!(
+            "`{}` is not a PEM certificate: {e}",
+            path.display()
+        ))),
+    }
 }
 
 #[derive(Debug)]
@@ -36,9 +71,10 @@ pub(crate) struct Client {
 
 impl Client {
     pub fn new(args: &ClientArgs) -> Result<Self, Failure> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(30));
+        let http = trusting(builder, args.ca_cert.as_deref())?
             .build()
             .map_err(|e| Failure::Error(e.into()))?;
         Ok(Self {

@@ -185,11 +185,11 @@ impl ServerConfig {
     }
 
     /// The issuer for a server bound to `bound`.
-    pub fn issuer(&self, bound: Option<SocketAddr>) -> String {
+    pub fn issuer(&self, scheme: &str, bound: Option<SocketAddr>) -> String {
         match (&self.origin, bound) {
             (Some(o), _) => o.trim_end_matches('/').to_owned(),
-            (None, Some(addr)) => format!("http://{addr}"),
-            (None, None) => format!("http://{}", self.listen),
+            (None, Some(addr)) => format!("{scheme}://{addr}"),
+            (None, None) => format!("{scheme}://{}", self.listen),
         }
     }
 }

@@ -283,3 +283,250 @@ fn half_sent_request(addr: &str) -> std::net::TcpStream {
     .unwrap();
     half
 }
+
+/// Whether the server has closed `conn`: a read sees the end (or a reset) within `within`
+/// (whatever it sends meanwhile is read and dropped).
+fn closed_within(conn: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read as _;
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        conn.set_read_timeout(Some(left)).unwrap();
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Idle and half-sent connections used to stay open for as long as their peer liked.
+/// Now a connection that has not sent a whole request head within the header timeout is
+/// closed, and so is one with nothing moving for the idle timeout; a revocation stream
+/// (which writes a heartbeat every 2 s) stays.
+#[test]
+fn idle_and_half_sent_connections_are_closed() {
+    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(
+        &dir.path().join("data"),
+        &["--header-timeout", "1", "--idle-timeout", "3"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // Connected, never a byte sent.
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    // Half a request line, then nothing.
+    let mut half_head = std::net::TcpStream::connect(&addr).unwrap();
+    half_head.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // One answered request on a kept-alive connection, then nothing.
+    let mut kept = std::net::TcpStream::connect(&addr).unwrap();
+    write!(kept, "GET /livez HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut first = [0u8; 512];
+    let n = kept.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // A revocation stream, quiet but for its heartbeats.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/revocations/stream?since=0 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+    )
+    .unwrap();
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)),
+        "a silent connection stayed open"
+    );
+    assert!(
+        closed_within(&mut half_head, Duration::from_secs(5)),
+        "a half-sent head stayed open"
+    );
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(8)),
+        "an idle kept-alive connection stayed open"
+    );
+    assert!(
+        !closed_within(&mut stream, Duration::from_secs(2)),
+        "the revocation stream was closed as idle"
+    );
+    // And the server still answers.
+    let (status, _) = server.call("GET", "/livez", None, None);
+    assert_eq!(status, 200);
+}
+
+/// Thousands of held connections used to pile up. Past the per-address cap (and the
+/// server's limit) a new connection is closed on arrival, counted in
+/// `clearance_connections_refused`; once held ones go, new ones are served again.
+#[test]
+fn connections_past_the_limits_are_refused_on_arrival() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(
+        &dir.path().join("data"),
+        &["--max-connections", "6", "--max-connections-per-address", "4"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let held: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut over = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)),
+        "a fifth connection from one address was kept"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = server.call("GET", "/metrics", Some(ADMIN_KEY), None);
+    assert_eq!(status, 200, "{body}");
+    let text = body.as_str().unwrap_or_default().to_owned();
+    assert!(
+        text.contains(r#"clearance_connections_refused_total{reason="address_full"} 1"#),
+        "{text}"
+    );
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it, made with the
+/// `openssl` command as an operator would: (CA certificate, server certificate, key).
+fn private_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command is needed for the TLS test");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// `serve` speaks HTTPS with a certificate and key, and every client trusts a private CA
+/// with `--ca-cert`: the API, the clearance's issuer, and `verify` fetching the JWKS.
+#[test]
+fn tls_on_serve_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path());
+    let mut server = Server::start_in(
+        &dir.path().join("data"),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = server.url.replacen("https://", "http://", 1);
+    assert!(reqwest::blocking::get(format!("{plain}/livez")).is_err());
+    // Nor does a client that does not trust the CA.
+    assert!(reqwest::blocking::get(format!("{}/livez", server.url)).is_err());
+    server.ca_cert = Some(ca);
+    server.activate(SCHEMA, common::POLICIES);
+    let agent = server.agent("tls-agent");
+    let (status, body) = server.authorize(&agent, "refund", common::refund(20));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "allow", "{body}");
+    let token = body["clearance"].as_str().unwrap();
+    assert_eq!(common::jws_part(token, 1)["iss"], server.url.as_str());
+    let out = server.cli(None, &["verify", token]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the CA, `verify` cannot fetch the JWKS: it says so and fails.
+    let out = std::process::Command::new(common::BIN)
+        .args(["verify", token, "--server", &server.url])
+        .env_remove("CLEARANCE_CA_CERT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot fetch the JWKS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A certificate file that is not PEM is refused with a clear message.
+    let out = std::process::Command::new(common::BIN)
+        .args(["verify", token, "--server", &server.url, "--ca-cert"])
+        .arg(dir.path().join("server.ext"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no PEM certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Oversized request heads used to get the parser's bare 431 with an empty body. Too many
+/// header fields, or too many header bytes, are now `431 headers_too_large` with the JSON
+/// error body, like every other refusal.
+#[test]
+fn oversized_heads_get_a_json_431() {
+    let server = Server::start();
+    let http = reqwest::blocking::Client::new();
+    let mut many = http.get(format!("{}/livez", server.url));
+    for i in 0..150 {
+        many = many.header(format!("x-filler-{i}"), "1");
+    }
+    let big = http
+        .get(format!("{}/livez", server.url))
+        .header("x-filler", "a".repeat(40 * 1024));
+    for request in [many, big] {
+        let res = request.send().unwrap();
+        assert_eq!(res.status().as_u16(), 431);
+        let body: serde_json::Value = res.json().unwrap();
+        assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+    }
+    let (status, _) = server.call("GET", "/livez", None, None);
+    assert_eq!(status, 200);
+}

@@ -48,6 +48,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Whole-request bound for every call except the revocation stream.
     pub request_timeout: Duration,
+    /// Certificates (PEM) of a private CA to trust for an `https` control plane, besides
+    /// the public roots.
+    pub ca_certs: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -55,6 +58,7 @@ impl Default for ClientOptions {
         Self {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            ca_certs: None,
         }
     }
 }
@@ -80,10 +84,18 @@ impl std::fmt::Debug for ControlPlaneClient {
 
 impl ControlPlaneClient {
     pub fn new(base: &str, key: &str, options: &ClientOptions) -> Result<Self, CallError> {
+        let roots = match &options.ca_certs {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| CallError::Unavailable(format!("the CA certificates are not PEM: {e}")))?,
+            None => Vec::new(),
+        };
         let build = |timeout: Option<Duration>| {
             let mut b = reqwest::Client::builder().connect_timeout(options.connect_timeout);
             if let Some(t) = timeout {
                 b = b.timeout(t);
+            }
+            for root in &roots {
+                b = b.add_root_certificate(root.clone());
             }
             b.build()
                 .map_err(|e| CallError::Unavailable(format!("HTTP client: {e}")))

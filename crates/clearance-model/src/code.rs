@@ -114,6 +114,7 @@ codes! {
         Internal = "internal",
         RateLimited = "rate_limited",
         RequestTooLarge = "request_too_large",
+        HeadersTooLarge = "headers_too_large",
         MethodNotAllowed = "method_not_allowed",
         Timeout = "timeout",
         UnsupportedMediaType = "unsupported_media_type",

@@ -107,6 +107,40 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The most header bytes (names and values) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The most header fields a request may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// A request head over [`MAX_HEADER_BYTES`] or [`MAX_HEADERS`] is refused with
+/// `431 headers_too_large` and the JSON error body. (The HTTP parser itself takes up to
+/// 400 fields and about 400 KiB, so such heads reach this check; beyond those, it answers
+/// 431 itself, without a body.)
+pub(crate) async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let mut out = (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Json(ErrorBody {
+                error: detail(
+                    ErrorCode::HeadersTooLarge,
+                    format!(
+                        "the request carries {} header fields in {bytes} bytes; at most {MAX_HEADERS} fields and \
+                         {MAX_HEADER_BYTES} bytes are taken",
+                        headers.len()
+                    ),
+                ),
+            }),
+        )
+            .into_response();
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return out;
+    }
+    next.run(request).await
+}
+
 /// Every request body the API takes is JSON: a body sent as anything else is refused
 /// (`415 unsupported_media_type`) before it is read, rather than parsed regardless.
 pub(crate) async fn require_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

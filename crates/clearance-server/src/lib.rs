@@ -2,11 +2,11 @@
 
 mod auth;
 mod error;
+pub mod listen;
 mod metrics;
 mod openapi;
 mod routes;
 
-use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::meta::routes())
         .fallback(routes::meta::not_found)
         .layer(axum::middleware::from_fn(error::require_json))
+        .layer(axum::middleware::from_fn(error::limit_headers))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -102,37 +103,39 @@ mod tests;
 /// How long in-flight requests get to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serve the API on `listener` until `shutdown` completes. Then revocation streams end
-/// (their consumers reconnect elsewhere), in-flight requests get [`SHUTDOWN_GRACE`] to
-/// finish, and whatever is still open after that (a half-sent request) is dropped: the
-/// process always stops. Appends already handed to the sequencer are answered first,
-/// since their requests are among those awaited.
+/// Serve the API on `listener` (with the limits and TLS of `listening`) until `shutdown`
+/// completes. Then revocation streams end (their consumers reconnect elsewhere), in-flight
+/// requests get [`SHUTDOWN_GRACE`] to finish, and whatever is still open after that (a
+/// half-sent request) is dropped: the process always stops. Appends already handed to the
+/// sequencer are answered first, since their requests are among those awaited.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    listening: listen::Listening,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let stopping = state.inner.stopping.clone();
     let mut stopped = state.stopping();
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Streamed answers (the revocation stream) are written in pieces: without NODELAY
-    // each piece can wait for the client's delayed ACK (up to 40 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let counted = state.clone();
+    let app = router(state);
     let signal = async move {
         shutdown.await;
         stopping.send_replace(true);
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = listen::serve_app(
+        listener,
+        app,
+        listening,
+        move |why| counted.metrics().connection_refused(why),
+        signal,
+    );
     tokio::select! {
-        served = std::future::IntoFuture::into_future(server) => served,
+        () = server => {}
         () = async {
             let _ = stopped.wait_for(|s| *s).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {
             tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the shutdown signal were dropped");
-            Ok(())
         }
     }
 }

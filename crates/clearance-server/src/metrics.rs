@@ -15,8 +15,14 @@ struct DecisionLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    refused: Family<RefusalLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     latency: Histogram,
     auth_failures: Counter,
@@ -56,8 +62,16 @@ impl Metrics {
             "Requests with a missing, unknown or revoked API key",
             auth_failures.clone(),
         );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed on arrival because the server (server_full) or the peer's address \
+             (address_full) already held its limit of open connections",
+            refused.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            refused,
             decisions,
             latency,
             auth_failures,
@@ -76,6 +90,12 @@ impl Metrics {
 
     pub fn authorize_latency(&self, seconds: f64) {
         self.latency.observe(seconds);
+    }
+
+    pub fn connection_refused(&self, why: crate::listen::Refusal) {
+        self.refused
+            .get_or_create(&RefusalLabels { reason: why.as_str() })
+            .inc();
     }
 
     pub fn auth_failure(&self) {

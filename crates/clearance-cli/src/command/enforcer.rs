@@ -43,6 +43,10 @@ pub(crate) struct EnforcerArgs {
     /// Seconds to wait for the control plane on each call before failing closed.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// Trust this CA (PEM, one or more certificates) for an `https://` --server signed by
+    /// a private CA, besides the public roots.
+    #[arg(long, env = "CLEARANCE_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl EnforcerArgs {
@@ -51,18 +55,20 @@ impl EnforcerArgs {
             .map_err(|e| Failure::Error(anyhow::anyhow!(e)))
     }
 
-    pub fn options(&self) -> ClientOptions {
-        ClientOptions {
+    pub fn options(&self) -> Result<ClientOptions, Failure> {
+        Ok(ClientOptions {
             connect_timeout: std::time::Duration::from_secs(self.timeout.clamp(1, 60)),
             request_timeout: std::time::Duration::from_secs(self.timeout.clamp(1, 600)),
-        }
+            ca_certs: crate::client::read_ca_certs(self.ca_cert.as_deref())?,
+        })
     }
 
     pub fn agent(&self) -> Result<Option<ControlPlaneClient>, Failure> {
-        self.api_key
-            .as_deref()
-            .map(|k| ControlPlaneClient::new(&self.server, k, &self.options()))
-            .transpose()
+        let Some(key) = self.api_key.as_deref() else {
+            return Ok(None);
+        };
+        ControlPlaneClient::new(&self.server, key, &self.options()?)
+            .map(Some)
             .map_err(|e| Failure::Error(e.into()))
     }
 
@@ -76,7 +82,7 @@ impl EnforcerArgs {
                     "an enforcer key is needed: --enforcer-key or CLEARANCE_ENFORCER_KEY"
                 ))
             })?;
-        ControlPlaneClient::new(&self.server, key, &self.options()).map_err(|e| Failure::Error(e.into()))
+        ControlPlaneClient::new(&self.server, key, &self.options()?).map_err(|e| Failure::Error(e.into()))
     }
 
     /// The verifier: trusted keys from `--jwks` or the control plane.

@@ -13,7 +13,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let config = ServerConfig::resolve(&args.server, None)?;
-    let opened = config::open(&config, &args.server, config.issuer(None)).await?;
+    let opened = config::open(&config, &args.server, config.issuer("http", None)).await?;
     match &opened.new_admin_key {
         Some(key) => config::print_new_admin_key(key, &config.data_dir),
         None if opened.key_created => println!("Initialized {}.", config.data_dir.display()),

@@ -26,6 +26,10 @@ pub(crate) struct Args {
     /// Expected issuer [default: the --server URL].
     #[arg(long, env = "CLEARANCE_ISSUER")]
     issuer: Option<String>,
+    /// Trust this CA (PEM) when fetching the JWKS over `https://` from a server signed by a
+    /// private CA.
+    #[arg(long, env = "CLEARANCE_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
     /// This enforcement point's environment id; without it, only clearances bound to no
     /// environment are accepted.
     #[arg(long)]
@@ -60,6 +64,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         args.jwks
             .as_deref()
             .unwrap_or(&format!("{server}/.well-known/jwks.json")),
+        args.ca_cert.as_deref(),
     )
     .await?;
     let issuer = args.issuer.clone().unwrap_or_else(|| server.to_owned());
@@ -100,9 +105,14 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-async fn load_jwks(source: &str) -> Result<Jwks, Failure> {
+async fn load_jwks(source: &str, ca_cert: Option<&std::path::Path>) -> Result<Jwks, Failure> {
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let res = reqwest::get(source)
+        let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        let res = crate::client::trusting(builder, ca_cert)?
+            .build()
+            .map_err(|e| Failure::Error(e.into()))?
+            .get(source)
+            .send()
             .await
             .map_err(|e| Failure::Unavailable(format!("cannot fetch the JWKS from {source}: {e}")))?;
         let status = res.status();

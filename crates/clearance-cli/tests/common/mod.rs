@@ -56,6 +56,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     stderr: Arc<Mutex<String>>,
     _dir: Option<tempfile::TempDir>,
+    /// A private CA to trust, for a server started with TLS.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Server {
@@ -115,6 +117,7 @@ impl Server {
             data_dir: data_dir.to_owned(),
             stderr,
             _dir: None,
+            ca_cert: None,
         })
     }
 
@@ -146,7 +149,11 @@ impl Server {
     }
 
     pub fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<String>) -> (u16, Value) {
-        let client = reqwest::blocking::Client::new();
+        let mut client = reqwest::blocking::Client::builder();
+        if let Some(ca) = &self.ca_cert {
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap());
+        }
+        let client = client.build().unwrap();
         let mut req = client.request(method.parse().unwrap(), format!("{}{path}", self.url));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -204,7 +211,11 @@ impl Server {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env("CLEARANCE_SERVER", &self.url)
-            .env_remove("CLEARANCE_API_KEY");
+            .env_remove("CLEARANCE_API_KEY")
+            .env_remove("CLEARANCE_CA_CERT");
+        if let Some(ca) = &self.ca_cert {
+            cmd.env("CLEARANCE_CA_CERT", ca);
+        }
         if let Some(k) = key {
             cmd.env("CLEARANCE_API_KEY", k);
         }
