@@ -21,7 +21,7 @@ use crate::service::{ControlPlane, entry, require};
 use crate::store::{Attestation, ChallengeRefusal, EnvironmentRecord, StoreError};
 
 /// How far an evidence's own time may be from the control plane's clock.
-const MAX_EVIDENCE_SKEW_SECONDS: i64 = 60;
+const MAX_EVIDENCE_SKEW_SECONDS: u64 = 60;
 
 fn invalid(m: impl Into<String>) -> CoreError {
     CoreError::InvalidRequest(m.into())
@@ -69,6 +69,51 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), CoreError> {
                 "label `{k}` must have a 1 to 128 byte key without `=` and a value up to 256 bytes"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Everything about an attestation that needs no stored state: it names environment `id`,
+/// its measurements are well formed, it is signed by `attestation_key` (the registered
+/// key, base64url), and its time is within the allowed skew of `now`. Pure, so it can be
+/// fuzzed with arbitrary requests.
+pub fn check_evidence(id: &str, req: &AttestRequest, attestation_key: &str, now: Timestamp) -> Result<(), CoreError> {
+    let e = &req.evidence;
+    if e.environment != id {
+        return Err(refused(
+            Refusal::AttestationWrongEnvironment,
+            format!("the evidence is for environment `{}`, not `{id}`", e.environment),
+        ));
+    }
+    check_measurements("measurements", &e.measurements)?;
+    let key = parse_attestation_key(attestation_key).map_err(CoreError::Internal)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(req.signature.trim())
+        .ok()
+        .and_then(|b| ed25519_dalek_signature(&b))
+        .ok_or_else(|| {
+            refused(
+                Refusal::AttestationSignatureInvalid,
+                "the signature is not 64 base64url bytes",
+            )
+        })?;
+    let bytes = e.signed_bytes().map_err(|err| invalid(format!("evidence: {err}")))?;
+    key.verify_strict(&bytes, &signature).map_err(|_| {
+        refused(
+            Refusal::AttestationSignatureInvalid,
+            format!("the evidence is not signed by environment `{id}`'s registered attestation key"),
+        )
+    })?;
+    // `abs_diff`: the evidence's time is the sender's, any i64; a subtraction overflowed
+    // (a panic in debug builds, a wrapped skew that passed in release ones).
+    if e.time.abs_diff(now.seconds()) > MAX_EVIDENCE_SKEW_SECONDS {
+        return Err(refused(
+            Refusal::AttestationTimeSkew,
+            format!(
+                "the evidence's time {} is more than {MAX_EVIDENCE_SKEW_SECONDS} s from now",
+                e.time
+            ),
+        ));
     }
     Ok(())
 }
@@ -245,42 +290,9 @@ impl ControlPlane {
     pub async fn attest(&self, caller: &Caller, id: &str, req: &AttestRequest) -> Result<AttestationView, CoreError> {
         require(caller, &[Role::Enforcer])?;
         let record = self.environment_record(id).await?;
-        let e = &req.evidence;
-        if e.environment != id {
-            return Err(refused(
-                Refusal::AttestationWrongEnvironment,
-                format!("the evidence is for environment `{}`, not `{id}`", e.environment),
-            ));
-        }
-        check_measurements("measurements", &e.measurements)?;
-        let key = parse_attestation_key(&record.attestation_key).map_err(CoreError::Internal)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(req.signature.trim())
-            .ok()
-            .and_then(|b| ed25519_dalek_signature(&b))
-            .ok_or_else(|| {
-                refused(
-                    Refusal::AttestationSignatureInvalid,
-                    "the signature is not 64 base64url bytes",
-                )
-            })?;
-        let bytes = e.signed_bytes().map_err(|err| invalid(format!("evidence: {err}")))?;
-        key.verify_strict(&bytes, &signature).map_err(|_| {
-            refused(
-                Refusal::AttestationSignatureInvalid,
-                format!("the evidence is not signed by environment `{id}`'s registered attestation key"),
-            )
-        })?;
         let now = self.clock.now();
-        if (e.time - now.seconds()).abs() > MAX_EVIDENCE_SKEW_SECONDS {
-            return Err(refused(
-                Refusal::AttestationTimeSkew,
-                format!(
-                    "the evidence's time {} is more than {MAX_EVIDENCE_SKEW_SECONDS} s from now",
-                    e.time
-                ),
-            ));
-        }
+        check_evidence(id, req, &record.attestation_key, now)?;
+        let e = &req.evidence;
         let mismatched = mismatches(&record.expect, &e.measurements);
         let digest = measurement_digest(&e.measurements).map_err(|err| invalid(format!("measurements: {err}")))?;
         let event = Event::EnvironmentAttested {
@@ -390,4 +402,49 @@ impl ControlPlane {
 fn ed25519_dalek_signature(bytes: &[u8]) -> Option<clearance_artifact::Signature> {
     let bytes: [u8; 64] = bytes.try_into().ok()?;
     Some(clearance_artifact::Signature::from_bytes(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use clearance_artifact::Signer as _;
+    use clearance_model::environment::{AttestationEvidence, Measurements};
+
+    fn signed(key: &clearance_artifact::SigningKey, time: i64) -> AttestRequest {
+        let evidence = AttestationEvidence {
+            environment: "prod".into(),
+            measurements: Measurements::new(),
+            time,
+            challenge: "c".into(),
+        };
+        let signature = key.sign(&evidence.signed_bytes().unwrap());
+        AttestRequest {
+            evidence,
+            signature: URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+        }
+    }
+
+    /// Seen while writing the `attestation` fuzz target: a time near `i64::MIN` overflowed the skew
+    /// check. Every time outside the allowed skew is refused, whatever its size.
+    #[test]
+    fn evidence_time_far_from_now_is_skew_whatever_its_size() {
+        let key = clearance_artifact::SigningKey::from_bytes(&[7; 32]);
+        let public = URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        let now = Timestamp(1_800_000_000);
+        check_evidence("prod", &signed(&key, now.seconds() - 30), &public, now).unwrap();
+        for time in [i64::MIN, i64::MIN + now.seconds(), i64::MAX, now.seconds() + 61] {
+            let e = check_evidence("prod", &signed(&key, time), &public, now).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    CoreError::Refused {
+                        code: Refusal::AttestationTimeSkew,
+                        ..
+                    }
+                ),
+                "{time}: {e:?}"
+            );
+        }
+    }
 }

@@ -19,7 +19,7 @@ pub use engine::{
     AttestedEnvironment, Caller, DecisionEngine, EngineConfig, EnvironmentCheck, ParentCheck, ParentFacts, Placement,
     Recorded, Unsealed, Verdict,
 };
-pub use environments::parse_attestation_key;
+pub use environments::{check_evidence, parse_attestation_key};
 pub use error::CoreError;
 pub use executions::MAX_REVOCATIONS_PER_PAGE;
 pub use log::MAX_ENTRIES_PER_PAGE;
