@@ -11,6 +11,23 @@ use crate::canonical::Digest;
 use crate::limits;
 
 /// Errors from parsing identifiers.
+/// The formats of the ids, as regular expressions for the OpenAPI document. Each parser
+/// below accepts exactly what its pattern matches (the tests hold them together).
+pub mod patterns {
+    /// [`super::PrincipalId`]: 1 to 128 of `a-z A-Z 0-9 . _ -`.
+    pub const PRINCIPAL: &str = "^[A-Za-z0-9._-]{1,128}$";
+    /// [`super::ExecutionId`]: 16 random bytes, base64url without padding.
+    pub const EXECUTION: &str = "^[A-Za-z0-9_-]{21}[AQgw]$";
+    /// [`super::KeyId`]: 8 random bytes in lowercase hex.
+    pub const KEY: &str = "^[0-9a-f]{16}$";
+    /// [`super::PolicyVersion`]: the SHA-256 of the bundle.
+    pub const POLICY_VERSION: &str = "^sha256:[0-9a-f]{64}$";
+    /// An environment id: 1 to 128 of `a-z A-Z 0-9 - _ . :`.
+    pub const ENVIRONMENT: &str = "^[A-Za-z0-9._:-]{1,128}$";
+    /// A signing key's id: its RFC 7638 thumbprint, 32 bytes base64url without padding.
+    pub const SIGNING_KEY: &str = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$";
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     #[error(
@@ -187,6 +204,31 @@ impl fmt::Display for LogIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn matches(pattern: &str, s: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(s)
+    }
+
+    proptest::proptest! {
+        /// Each documented pattern accepts exactly what its parser accepts.
+        #[test]
+        fn patterns_agree_with_the_parsers(s in "[A-Za-z0-9_:.-]{0,3}|[A-Za-z0-9_-]{20,23}|[0-9a-fA-F]{15,17}|sha256:[0-9a-f]{63,65}") {
+            proptest::prop_assert_eq!(matches(patterns::PRINCIPAL, &s), s.parse::<PrincipalId>().is_ok(), "{}", s);
+            proptest::prop_assert_eq!(matches(patterns::EXECUTION, &s), s.parse::<ExecutionId>().is_ok(), "{}", s);
+            proptest::prop_assert_eq!(matches(patterns::KEY, &s), s.parse::<KeyId>().is_ok(), "{}", s);
+            proptest::prop_assert_eq!(matches(patterns::POLICY_VERSION, &s), s.parse::<PolicyVersion>().is_ok(), "{}", s);
+        }
+    }
+
+    #[test]
+    fn generated_ids_match_their_patterns() {
+        for _ in 0..200 {
+            assert!(matches(patterns::EXECUTION, ExecutionId::random().unwrap().as_str()));
+            assert!(matches(patterns::KEY, KeyId::random().unwrap().as_str()));
+        }
+        let thumbprint = URL_SAFE_NO_PAD.encode(crate::canonical::Digest::of(b"key").as_bytes());
+        assert!(matches(patterns::SIGNING_KEY, &thumbprint), "{thumbprint}");
+    }
 
     #[test]
     fn principal_ids() {

@@ -244,6 +244,45 @@ async fn openapi_lists_the_api() {
     assert!(doc["components"]["schemas"].get("AuthorizeRequest").is_some());
 }
 
+/// Every operation lists the refusals of the layers around it, and every id in a path
+/// has its format: clients generated from the document (and schemathesis) see the API
+/// as it answers.
+#[tokio::test]
+async fn openapi_lists_every_answer_and_every_id_format() {
+    let h = harness().await;
+    let (_, doc) = h.call("GET", "/openapi.json", None, None).await;
+    let mut secured = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |code: &str| responses.contains_key(code);
+            if op.get("security").is_some_and(|s| !s.as_array().unwrap().is_empty()) {
+                secured += 1;
+                for code in ["401", "403", "429"] {
+                    assert!(has(code), "{method} {path} lacks {code}");
+                }
+            }
+            if path.starts_with("/v1/") {
+                assert!(has("503"), "{method} {path} lacks 503");
+            }
+            if op.get("requestBody").is_some() {
+                assert!(has("413") && has("415"), "{method} {path} lacks 413 or 415");
+            }
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" {
+                    assert!(has("404"), "{method} {path} lacks 404");
+                    assert!(
+                        param["schema"]["pattern"].as_str().is_some(),
+                        "{method} {path}: `{}` has no format",
+                        param["name"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(secured > 20, "only {secured} secured operations");
+}
+
 #[tokio::test]
 async fn repeated_invalid_keys_are_rate_limited() {
     let h = harness().await;

@@ -167,12 +167,31 @@ pub(crate) async fn lineage(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SinceQuery {
     /// Return records with a sequence number above this (0 for all).
     #[serde(default)]
     since: u64,
-    /// At most this many (1 to 1000).
+    /// At most this many [default: 1000].
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+}
+
+impl SinceQuery {
+    /// The query, refused when `since` is beyond any sequence number (which, like every
+    /// counter the API documents as int64, stays within `i64::MAX`) or `limit` is out of
+    /// its range.
+    fn checked(q: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
+        let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        if i64::try_from(q.since).is_err() {
+            return Err(ApiError::BadRequest(format!("`since` must be at most {}", i64::MAX)));
+        }
+        let most = clearance_core::MAX_REVOCATIONS_PER_PAGE;
+        if q.limit.is_some_and(|l| !(1..=most).contains(&l)) {
+            return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {most}")));
+        }
+        Ok(q)
+    }
 }
 
 /// Revocation records after `since` (enforcer, admin, auditor).
@@ -183,7 +202,7 @@ pub(crate) async fn revocations(
     Authenticated(caller): Authenticated,
     q: Result<Query<SinceQuery>, QueryRejection>,
 ) -> Result<Json<RevocationList>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = SinceQuery::checked(q)?;
     Ok(Json(state.plane().revocations(&caller, q.since, q.limit).await?))
 }
 
@@ -199,7 +218,7 @@ pub(crate) async fn stream(
     Authenticated(caller): Authenticated,
     q: Result<Query<SinceQuery>, QueryRejection>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = SinceQuery::checked(q)?;
     // Authorize once up front (the same roles as the list), and fail before streaming.
     state.plane().revocations(&caller, q.since, Some(1)).await?;
     let watch = state.plane().watch_revocations();

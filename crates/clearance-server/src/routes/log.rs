@@ -58,6 +58,7 @@ pub(crate) async fn verifier_key(State(state): State<AppState>) -> Response {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Range {
     /// First index.
@@ -79,6 +80,7 @@ pub(crate) async fn entries(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InclusionQuery {
     index: u64,
@@ -102,6 +104,7 @@ pub(crate) async fn inclusion(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConsistencyQuery {
     from: u64,
@@ -120,6 +123,7 @@ pub(crate) async fn consistency(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EvidenceQuery {
     /// Also prove consistency between this tree size (an auditor's saved checkpoint) and
