@@ -118,6 +118,17 @@ impl Denial {
     }
 }
 
+/// What the proxy reads of an agent's message, for the `mcp_message` fuzz target: the
+/// JSON-RPC message as rmcp parses it, then the governed call and its argument digest.
+#[cfg(fuzzing)]
+pub fn fuzz_client_message(data: &[u8]) {
+    if let Ok(rmcp::model::ClientJsonRpcMessage::Request(r)) = serde_json::from_slice(data)
+        && let Some((_, arguments)) = governed(&r.request)
+    {
+        let _ = clearance_model::argument_digest(&arguments);
+    }
+}
+
 /// The governed call a request makes: its action and arguments.
 fn governed(req: &ClientRequest) -> Option<(String, Value)> {
     match req {
