@@ -75,6 +75,27 @@ impl ClearanceSigner {
         save_new_key(&self.key, path)
     }
 
+    /// Put this key in place of the file at `path`, atomically: written (mode 0600) and
+    /// synced beside it, renamed over it, and the directory synced. A crash leaves the old
+    /// key or the new one, never a torn file.
+    pub fn replace(&self, path: &Path) -> Result<(), KeyError> {
+        let write_err = |source| KeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut next = path.as_os_str().to_owned();
+        next.push(".next");
+        let next = PathBuf::from(next);
+        match fs::remove_file(&next) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(write_err(e)),
+        }
+        save_new_key(&self.key, &next)?;
+        fs::rename(&next, path).map_err(write_err)?;
+        sync_dir(path).map_err(write_err)
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -143,6 +164,15 @@ pub fn load_key(path: &Path) -> Result<SigningKey, KeyError> {
     SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Format { path: path.to_owned() })
 }
 
+/// Sync the directory holding `path`, so a rename or a new file in it is durable.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(dir)?.sync_all()
+}
+
 fn save_new_key(key: &SigningKey, path: &Path) -> Result<(), KeyError> {
     let write_err = |source| KeyError::Write {
         path: path.to_owned(),
@@ -173,6 +203,12 @@ mod tests {
         let (b, created) = ClearanceSigner::load_or_create(&path)?;
         assert!(!created);
         assert_eq!(a.kid(), b.kid());
+        // Replaced in place: the new key, still private, and no temporary file left.
+        let c = ClearanceSigner::generate()?;
+        c.replace(&path)?;
+        assert_eq!(ClearanceSigner::load(&path)?.kid(), c.kid());
+        assert_eq!(fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path())?.count(), 1);
         assert!(!format!("{a:?}").contains("key:"));
         Ok(())
     }

@@ -16,6 +16,8 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_DATA_DIR: &str = "./clearance-data";
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 const KEY_FILE: &str = "signing-key.pem";
+/// The public keys the signing key replaced, with how long each stays published.
+const RETIRED_KEYS_FILE: &str = "retired-signing-keys.json";
 pub(crate) const LOG_KEY_FILE: &str = "log-key.pem";
 const DB_FILE: &str = "clearance.db";
 
@@ -245,13 +247,62 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             challenge_ttl_seconds: config.challenge_ttl_seconds,
         },
     );
-    let plane = ControlPlane::new(store, engine, log_key, &default_origin, Arc::new(SystemClock)).await?;
+    let plane = ControlPlane::new(store, engine, log_key, &default_origin, Arc::new(SystemClock))
+        .await?
+        .with_signing_key_store(
+            load_retired_keys(&config.data_dir)?,
+            Arc::new(KeyFiles {
+                dir: config.data_dir.clone(),
+            }),
+        );
     let new_admin_key = plane.bootstrap(supplied).await?;
     Ok(Opened {
         plane,
         new_admin_key,
         key_created,
     })
+}
+
+/// The signing key and the keys it replaced, as files in the data directory.
+#[derive(Debug)]
+struct KeyFiles {
+    dir: PathBuf,
+}
+
+impl clearance_core::SigningKeyStore for KeyFiles {
+    fn save(&self, next: &ClearanceSigner, retired: &[clearance_core::RetiredKey]) -> Result<(), String> {
+        // The list first: a crash before the key's rename leaves the current key listed as
+        // retired too, which loading drops. Each write is atomic (temporary file, rename).
+        let path = self.dir.join(RETIRED_KEYS_FILE);
+        let text = serde_json::to_vec_pretty(retired).map_err(|e| e.to_string())?;
+        let temporary = self.dir.join(format!("{RETIRED_KEYS_FILE}.next"));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            clearance_artifact::sync_dir(&path)
+        };
+        write().map_err(|e| format!("writing `{}`: {e}", path.display()))?;
+        next.replace(&self.dir.join(KEY_FILE)).map_err(|e| e.to_string())
+    }
+}
+
+/// The keys the signing key replaced (none before the first rotation).
+fn load_retired_keys(dir: &Path) -> anyhow::Result<Vec<clearance_core::RetiredKey>> {
+    let path = dir.join(RETIRED_KEYS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing `{}`", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading `{}`", path.display())),
+    }
 }
 
 /// Nodes sharing a database must sign as one: the first node fixes the signing key, the

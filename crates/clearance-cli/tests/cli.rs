@@ -341,3 +341,113 @@ fn ids_that_start_with_a_dash_are_ids_not_flags() {
         assert_eq!(code(&out), 6, "{args:?}: {}", text(&out.stderr));
     }
 }
+
+/// `clearance key rotate`: the new key signs from the next decision on; the old one stays
+/// in the JWKS (PyJWT verifies clearances of both from it alone) until the longest
+/// clearance it could have signed has expired, across a restart; evidence bundles keep
+/// naming the key that signed; and rotating is the way back after revoking the key.
+#[test]
+fn rotating_the_signing_key_keeps_old_clearances_verifiable_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clearance.toml");
+    // Clearances live at most 4 s: the old key stays published 4 s + 5 s of leeway.
+    std::fs::write(&config, "default_ttl_seconds = 4\nmax_ttl_seconds = 4\n").unwrap();
+    let data = dir.path().join("data");
+    let config_flag = ["--config", config.to_str().unwrap()];
+    let server = Server::start_in(&data, &config_flag);
+    let bot = server.agent("bot");
+    server.activate(SCHEMA, POLICIES);
+    let (_, first) = server.authorize(&bot, "refund", common::refund(5));
+    let old_token = first["clearance"].as_str().unwrap().to_owned();
+    let old_kid = common::jws_part(&old_token, 0)["kid"].as_str().unwrap().to_owned();
+
+    let out = server.cli(Some(ADMIN_KEY), &["key", "rotate"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("the previous key {old_kid} stays in the JWKS until")));
+    let (_, second) = server.authorize(&bot, "refund", common::refund(6));
+    let new_token = second["clearance"].as_str().unwrap().to_owned();
+    let new_kid = common::jws_part(&new_token, 0)["kid"].as_str().unwrap().to_owned();
+    assert_ne!(old_kid, new_kid);
+    assert!(text(&out.stdout).contains(&new_kid));
+    let kids = |server: &Server| -> Vec<String> {
+        let (_, jwks) = server.call("GET", "/.well-known/jwks.json", None, None);
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kids(&server), [new_kid.clone(), old_kid.clone()]);
+
+    // A standard JOSE library verifies both from the published JWKS alone.
+    let has_pyjwt = Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_pyjwt {
+        let (_, jwks) = server.call("GET", "/.well-known/jwks.json", None, None);
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/verify_clearance.py");
+        for token in [&old_token, &new_token] {
+            let out = Command::new("python3")
+                .arg(script)
+                .arg(&jwks_path)
+                .arg(token)
+                .arg(&server.url)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+        }
+    } else {
+        assert!(
+            std::env::var_os("CLEARANCE_REQUIRE_INTEROP").is_none(),
+            "CLEARANCE_REQUIRE_INTEROP is set but python3 cannot import jwt and cryptography"
+        );
+    }
+
+    // The evidence of the first execution names the key that signed its clearance.
+    let (status, bundle) = server.call(
+        "GET",
+        &format!("/v1/evidence/{}", first["execution_id"].as_str().unwrap()),
+        Some(ADMIN_KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["jwks"]["keys"][0]["kid"], old_kid.as_str());
+
+    // After a restart: the new key still signs, the old one is still published.
+    server.stop();
+    let server = Server::start_in(&data, &config_flag);
+    assert_eq!(kids(&server), [new_kid.clone(), old_kid.clone()]);
+    let (_, third) = server.authorize(&bot, "refund", common::refund(7));
+    assert_eq!(
+        common::jws_part(third["clearance"].as_str().unwrap(), 0)["kid"],
+        new_kid.as_str()
+    );
+
+    // Once every clearance the old key signed has expired, it leaves the JWKS.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while kids(&server).len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the old key is still published");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(kids(&server), std::slice::from_ref(&new_kid));
+
+    // Revoking the signing key stops issuance; rotating brings it back.
+    let (status, body) = server.post(
+        &format!("/v1/signing-keys/{new_kid}/revoke"),
+        Some(ADMIN_KEY),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.call("GET", "/readyz", None, None);
+    assert_eq!(status, 503);
+    let out = server.cli(Some(ADMIN_KEY), &["key", "rotate", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let (status, body) = server.call("GET", "/readyz", None, None);
+    assert_eq!(status, 200, "{body}");
+    let (_, fourth) = server.authorize(&bot, "refund", common::refund(8));
+    assert_eq!(fourth["decision"], "allow", "{fourth}");
+}

@@ -272,3 +272,33 @@ fn the_proxy_fails_closed() {
         "requests reached the upstream without a working control plane"
     );
 }
+
+/// A proxy started before the control plane rotated its signing key learns the new key
+/// on its own (it fetches the JWKS again for an unknown key id) and goes on letting
+/// allowed calls through, in gateway and verify mode alike.
+#[test]
+fn a_running_proxy_follows_a_signing_key_rotation() {
+    let (server, keys, dir) = setup();
+    let upstream = Upstream::start();
+    let gateway = proxy(&server.url, &upstream.url, "gateway", &keys, dir.path(), &[]);
+    let verify = proxy(&server.url, &upstream.url, "verify", &keys, dir.path(), &[]);
+    let refund = || Some(json!({"amount": 120}));
+    let (status, body) = send(&gateway.url, "POST", "/charges/ch_1/refund", refund(), None);
+    assert_eq!(status, 200, "{body}");
+    let before = claims(body["seen"]["headers"]["clearance"].as_str().unwrap());
+
+    let out = server.cli(Some(ADMIN_KEY), &["key", "rotate", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(rotated["kid"], rotated["previous"]);
+
+    let (status, body) = send(&gateway.url, "POST", "/charges/ch_2/refund", refund(), None);
+    assert_eq!(status, 200, "{body}");
+    let token = body["seen"]["headers"]["clearance"].as_str().unwrap();
+    assert_eq!(common::jws_part(token, 0)["kid"], rotated["kid"]);
+    assert_ne!(before["jti"], claims(token)["jti"]);
+    let fresh = refund_clearance(&server, &keys, 120);
+    assert_eq!(common::jws_part(&fresh, 0)["kid"], rotated["kid"]);
+    let (status, body) = send(&verify.url, "POST", "/charges/ch_1/refund", refund(), Some(&fresh));
+    assert_eq!(status, 200, "{body}");
+}

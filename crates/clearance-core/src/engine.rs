@@ -159,7 +159,8 @@ impl Verdict {
 
 #[derive(Debug)]
 pub struct DecisionEngine {
-    signer: Arc<ClearanceSigner>,
+    /// The key that signs clearances; replaced when the control plane rotates it.
+    signer: std::sync::RwLock<Arc<ClearanceSigner>>,
     config: EngineConfig,
 }
 
@@ -178,13 +179,20 @@ impl ParentCheck {
 impl DecisionEngine {
     pub fn new(signer: ClearanceSigner, config: EngineConfig) -> Self {
         Self {
-            signer: Arc::new(signer),
+            signer: std::sync::RwLock::new(Arc::new(signer)),
             config,
         }
     }
 
-    pub fn signer(&self) -> &ClearanceSigner {
-        &self.signer
+    /// The key that signs clearances now.
+    pub fn signer(&self) -> Arc<ClearanceSigner> {
+        Arc::clone(&self.signer.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Sign with `next` from now on; the key it replaces is returned.
+    pub(crate) fn replace_signer(&self, next: ClearanceSigner) -> Arc<ClearanceSigner> {
+        let mut current = self.signer.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *current, Arc::new(next))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -538,7 +546,7 @@ impl DecisionEngine {
         let claims = self.claims(caller, req, verdict, execution_id, LogIndex(0), now)?;
         Ok(Unsealed {
             claims,
-            signer: Arc::clone(&self.signer),
+            signer: self.signer(),
         })
     }
 }

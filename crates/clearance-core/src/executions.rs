@@ -26,13 +26,12 @@ impl ControlPlane {
     /// Time is the caller's business (start and lineage check it against stored state).
     pub(crate) fn verify_own(&self, token: &str) -> Result<ClearanceClaims, String> {
         let parsed = UnverifiedToken::parse(token).map_err(|e| e.to_string())?;
-        let signer = self.engine.signer();
-        if parsed.kid() != signer.kid() {
-            return Err("the clearance was not signed by this control plane's current key".into());
-        }
-        let claims = parsed
-            .verify_signature(&signer.verifying_key())
-            .map_err(|e| e.to_string())?;
+        // The current key, or one it replaced whose clearances may still be live.
+        let key = self
+            .signing_key(parsed.kid())
+            .and_then(|jwk| jwk.verifying_key().ok())
+            .ok_or("the clearance was not signed by a key of this control plane")?;
+        let claims = parsed.verify_signature(&key).map_err(|e| e.to_string())?;
         if claims.iss != self.engine.config().issuer {
             return Err(format!(
                 "the clearance was issued by `{}`, not by this control plane",
@@ -402,8 +401,8 @@ impl ControlPlane {
     ) -> Result<Vec<RevocationRecord>, CoreError> {
         let now = self.clock.now();
         let mut tx = self.store.begin_revocation().await.map_err(audit)?;
-        let own_kid = self.engine.signer().kid();
-        let records = plan_revocation(tx.as_mut(), own_kid, by, kind, id, reason, now).await?;
+        let own_key = kind == RevocationKind::SigningKey && self.signing_key(id).is_some();
+        let records = plan_revocation(tx.as_mut(), own_key, by, kind, id, reason, now).await?;
         let committed = tx.commit().await;
         if kind == RevocationKind::Principal {
             // The principal's keys are revoked with it; even on an error, since the
@@ -498,7 +497,7 @@ fn audit(e: StoreError) -> CoreError {
 /// it covers and their subtrees, each with a record, a state change and a log entry.
 async fn plan_revocation(
     tx: &mut dyn RevocationTx,
-    own_kid: &str,
+    own_key: bool,
     by: &PrincipalId,
     kind: RevocationKind,
     target: &str,
@@ -524,9 +523,10 @@ async fn plan_revocation(
             ("principal", tx.executions_of(kind, target).await.map_err(audit)?)
         }
         RevocationKind::SigningKey => {
-            // A signing key is known if it is this control plane's, or signed a clearance.
+            // A signing key is known if it is (or was) this control plane's, or signed a
+            // clearance.
             let signed = tx.executions_of(kind, target).await.map_err(audit)?;
-            if signed.is_empty() && target != own_kid {
+            if signed.is_empty() && !own_key {
                 return Err(CoreError::NotFound(format!("signing key `{target}`")));
             }
             ("signing key", signed)

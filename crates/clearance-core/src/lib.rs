@@ -10,6 +10,7 @@ mod environments;
 mod error;
 mod executions;
 mod keycache;
+mod keyring;
 mod log;
 mod service;
 mod store;
@@ -22,6 +23,7 @@ pub use engine::{
 pub use environments::{check_evidence, parse_attestation_key};
 pub use error::CoreError;
 pub use executions::MAX_REVOCATIONS_PER_PAGE;
+pub use keyring::{RetiredKey, SigningKeyStore};
 pub use log::MAX_ENTRIES_PER_PAGE;
 pub use service::{Clock, ControlPlane, PolicyState, Readiness, SystemClock};
 pub use store::{

@@ -349,14 +349,20 @@ impl ControlPlane {
                 })
             }
         };
+        let clearance = self.store.clearance(execution).await?;
+        // The key that signed the clearance, even if it has been rotated out since.
+        let signed_by = clearance
+            .as_deref()
+            .and_then(|t| clearance_artifact::UnverifiedToken::parse(t).ok())
+            .and_then(|t| self.signing_key(t.kid()));
         let jwks = serde_json::to_value(clearance_artifact::Jwks {
-            keys: vec![self.engine.signer().jwk()],
+            keys: vec![signed_by.unwrap_or_else(|| self.engine.signer().jwk())],
         })
         .map_err(|e| CoreError::Internal(e.to_string()))?;
         Ok(EvidenceBundle {
             format: EVIDENCE_FORMAT.to_owned(),
             execution_id: execution.clone(),
-            clearance: self.store.clearance(execution).await?,
+            clearance,
             entries: out,
             checkpoint: checkpoint.note,
             log_verifier_key: self.log_verifier_key(),

@@ -78,6 +78,8 @@ pub struct ControlPlane {
     pub(crate) keys: crate::keycache::KeyCache,
     /// The Merkle tree's upper nodes, for proofs.
     pub(crate) upper_nodes: crate::log::UpperNodes,
+    /// The signing keys the current one replaced.
+    pub(crate) keyring: crate::keyring::KeyRing,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -129,6 +131,7 @@ impl ControlPlane {
             signing_key_revoked: std::sync::atomic::AtomicBool::new(key_revoked),
             keys: crate::keycache::KeyCache::default(),
             upper_nodes: crate::log::UpperNodes::default(),
+            keyring: crate::keyring::KeyRing::default(),
         };
         plane.check_log_integrity().await?;
         Ok(plane)

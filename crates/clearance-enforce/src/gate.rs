@@ -34,6 +34,11 @@ impl Gate {
         self
     }
 
+    /// Trust these keys from now on (the control plane's current JWKS).
+    pub fn replace_keys(&self, jwks: clearance_verify::Jwks) {
+        self.verifier.replace_keys(jwks);
+    }
+
     pub fn revocations(&self) -> Option<&Arc<RevocationView>> {
         self.revocations.as_ref()
     }

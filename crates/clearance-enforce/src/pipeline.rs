@@ -25,7 +25,14 @@ use clearance_verify::{ExpectedCall, VerifiedClearance, VerifyError};
 pub struct Pipeline {
     enforcer: ControlPlaneClient,
     gate: Gate,
+    /// When the trusted keys came from the control plane: when they were last fetched
+    /// again for a key this point did not know.
+    key_refresh: Option<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// The least time between two fetches of the control plane's keys for unknown key ids:
+/// a flood of forged key ids costs the control plane one request per interval.
+pub const KEY_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A call that passed every check and was started: the verified clearance, its token
 /// (to hand on with the call) and its lease. Only [`Pipeline::admit`] makes one.
@@ -134,7 +141,62 @@ fn allowed(answer: AuthorizeResponse) -> Result<String, NotAdmitted> {
 
 impl Pipeline {
     pub fn new(enforcer: ControlPlaneClient, gate: Gate) -> Self {
-        Self { enforcer, gate }
+        Self {
+            enforcer,
+            gate,
+            key_refresh: None,
+        }
+    }
+
+    /// The gate's keys came from the control plane's JWKS: when a clearance names a key
+    /// they lack (the control plane rotated its signing key), fetch them again, at most
+    /// once per [`KEY_REFRESH_INTERVAL`], and check once more.
+    #[must_use]
+    pub fn refreshing_keys(mut self) -> Self {
+        self.key_refresh = Some(std::sync::Mutex::new(None));
+        self
+    }
+
+    /// [`Gate::admit`], with one more try after fetching the keys when the clearance's
+    /// key is unknown (nothing is consumed by a refusal at the signature check).
+    async fn gate_admit(&self, token: &str, expected: &ExpectedCall<'_>) -> Result<VerifiedClearance, VerifyError> {
+        match self.gate.admit(token, expected, Timestamp::now().seconds()) {
+            Err(VerifyError::UnknownKey { kid }) => {
+                if self.refresh_keys().await {
+                    self.gate.admit(token, expected, Timestamp::now().seconds())
+                } else {
+                    Err(VerifyError::UnknownKey { kid })
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Fetch the control plane's keys into the gate, unless that is off or was done less
+    /// than [`KEY_REFRESH_INTERVAL`] ago. Whether new keys were taken.
+    async fn refresh_keys(&self) -> bool {
+        let Some(last) = &self.key_refresh else { return false };
+        {
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_INTERVAL) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.enforcer.jwks().await {
+            Ok(jwks) => {
+                tracing::info!(
+                    keys = jwks.keys.len(),
+                    "fetched the control plane's keys for an unknown key id"
+                );
+                self.gate.replace_keys(jwks);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fetch the control plane's keys");
+                false
+            }
+        }
     }
 
     /// The enforcer's client (the MCP proxy derives each caller's client from it).
@@ -161,8 +223,10 @@ impl Pipeline {
                 "the execution was revoked as it was authorized (its parent was revoked)".into(),
             )));
         };
-        let checked = ExpectedCall::new(&request.action, &request.resource, &request.arguments)
-            .and_then(|expected| self.gate.admit(&token, &expected, Timestamp::now().seconds()));
+        let checked = match ExpectedCall::new(&request.action, &request.resource, &request.arguments) {
+            Ok(expected) => self.gate_admit(&token, &expected).await,
+            Err(e) => Err(e),
+        };
         match checked {
             Ok(verified) => Ok(Admission { token, verified, lease }),
             Err(refused) => {
@@ -190,8 +254,8 @@ impl Pipeline {
     ) -> Result<Admission, NotAdmitted> {
         let expected = ExpectedCall::new(call.action, call.resource, call.arguments).map_err(NotAdmitted::Rejected)?;
         let verified = self
-            .gate
-            .admit(&token, &expected, Timestamp::now().seconds())
+            .gate_admit(&token, &expected)
+            .await
             .map_err(NotAdmitted::Rejected)?;
         let start = StartRequest {
             clearance: token,

@@ -192,6 +192,17 @@ pub struct PolicyBundle {
     pub policies: String,
 }
 
+/// `POST /v1/signing-keys/rotate`: the key that signs from now on, and the one it
+/// replaced, published until every clearance it signed has expired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SigningKeyRotated {
+    pub kid: String,
+    pub previous: String,
+    /// Unix seconds until which the previous key stays in the JWKS.
+    pub previous_published_until: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PolicyPushed {

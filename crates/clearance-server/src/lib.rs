@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use clearance_artifact::Jwks;
 use clearance_core::ControlPlane;
 use clearance_model::limits::MAX_REQUEST_BYTES;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,7 +34,6 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     plane: ControlPlane,
-    jwks: Jwks,
     metrics: Metrics,
     limiter: auth::FailureLimiter,
     /// Set when the server is shutting down: long-lived answers (revocation streams) end.
@@ -44,13 +42,9 @@ struct Inner {
 
 impl AppState {
     pub fn new(plane: ControlPlane) -> Self {
-        let jwks = Jwks {
-            keys: vec![plane.engine().signer().jwk()],
-        };
         Self {
             inner: Arc::new(Inner {
                 plane,
-                jwks,
                 metrics: Metrics::new(),
                 limiter: auth::FailureLimiter::default(),
                 stopping: tokio::sync::watch::Sender::new(false),

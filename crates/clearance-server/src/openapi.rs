@@ -32,6 +32,7 @@ use crate::routes;
         routes::executions::revoke_execution,
         routes::executions::revoke_principal,
         routes::executions::revoke_signing_key,
+        routes::executions::rotate_signing_key,
         routes::executions::lineage,
         routes::executions::revocations,
         routes::executions::stream,

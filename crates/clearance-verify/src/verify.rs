@@ -130,9 +130,12 @@ impl VerifiedClearance {
 }
 
 /// Checks clearances from one control plane, for one environment (or none).
+///
+/// Clones share their keys: [`Verifier::replace_keys`] on one (after the control plane
+/// rotated its signing key) changes them all.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    jwks: Jwks,
+    jwks: std::sync::Arc<std::sync::RwLock<Jwks>>,
     issuer: String,
     audience: Option<String>,
     leeway: u64,
@@ -144,7 +147,7 @@ impl Verifier {
     /// refuses clearances bound to an environment.
     pub fn new(jwks: Jwks, issuer: impl Into<String>, audience: Option<String>) -> Self {
         Self {
-            jwks,
+            jwks: std::sync::Arc::new(std::sync::RwLock::new(jwks)),
             issuer: issuer.into(),
             audience,
             leeway: DEFAULT_LEEWAY_SECONDS,
@@ -154,6 +157,11 @@ impl Verifier {
     pub fn with_leeway(mut self, seconds: u64) -> Self {
         self.leeway = seconds;
         self
+    }
+
+    /// Trust these keys from now on, instead of the ones given before.
+    pub fn replace_keys(&self, jwks: Jwks) {
+        *self.jwks.write().unwrap_or_else(std::sync::PoisonError::into_inner) = jwks;
     }
 
     /// Clock leeway, in seconds, on `nbf` and `exp`.
@@ -194,9 +202,14 @@ impl Verifier {
 
     fn verify_token(&self, token: &str, now: i64) -> Result<(ClearanceClaims, String), VerifyError> {
         let parsed = UnverifiedToken::parse(token)?;
-        let key = self.jwks.find(parsed.kid()).map_err(|_| VerifyError::UnknownKey {
-            kid: parsed.kid().chars().take(64).collect(),
-        })?;
+        let key = self
+            .jwks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .find(parsed.kid())
+            .map_err(|_| VerifyError::UnknownKey {
+                kid: parsed.kid().chars().take(64).collect(),
+            })?;
         let claims = parsed.verify_signature(&key)?;
         if claims.iss != self.issuer {
             return Err(VerifyError::WrongIssuer {

@@ -178,8 +178,14 @@ impl EnforcerArgs {
             Revocations::Follow { .. } => (view, None),
         };
         let gate = Gate::new(verifier, replay, gated).with_measurer(measurer);
+        let mut pipeline = Pipeline::new(enforcer, gate);
+        if self.jwks.is_none() {
+            // Keys fetched from the control plane follow its rotations; a --jwks file is
+            // what the operator pinned.
+            pipeline = pipeline.refreshing_keys();
+        }
         Ok(Enforcement {
-            pipeline: Pipeline::new(enforcer, gate),
+            pipeline,
             watch,
             follower: Follower(follower),
         })

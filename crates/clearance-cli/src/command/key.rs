@@ -1,12 +1,13 @@
-//! `clearance key ...`: API keys.
+//! `clearance key ...`: API keys, and the clearance signing key's rotation.
 
 use clap::Subcommand;
-use clearance_model::wire::{IssuedKey, KeyList};
+use clearance_model::wire::{IssuedKey, KeyList, SigningKeyRotated};
 
 use crate::client::{Client, ClientArgs};
 use crate::output::{Failure, print_json};
 
-/// Manage API keys (admin key). Keys are shown once, when created.
+/// Manage API keys (admin key; keys are shown once, when created), and rotate the
+/// clearance signing key.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Issue a new key for a principal.
@@ -24,6 +25,16 @@ pub(crate) enum Command {
     /// Revoke a key by id. Requests presenting it fail from then on.
     Revoke {
         key_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Replace the control plane's clearance signing key (admin key). The new key signs
+    /// from the next decision on and is saved in the data directory first; the old one
+    /// stays in the JWKS until every clearance it signed has expired (the longest
+    /// clearance lifetime plus 5 s of clock leeway). Enforcement points that fetched the
+    /// JWKS from the server pick up the new key on their own. Also the way back after
+    /// revoking the signing key. Not available on a shared PostgreSQL database yet.
+    Rotate {
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -55,6 +66,21 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                     None => println!("{}  created {}  active", k.key_id, k.created_at),
                 }
             }
+            Ok(())
+        }
+        Command::Rotate { client } => {
+            let r: SigningKeyRotated = Client::new(&client)?
+                .post("/v1/signing-keys/rotate", &serde_json::json!({}))
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            println!("signing key rotated: clearances are now signed by {}", r.kid);
+            println!(
+                "the previous key {} stays in the JWKS until {}",
+                r.previous,
+                clearance_model::Timestamp(r.previous_published_until).to_rfc3339()
+            );
             Ok(())
         }
         Command::Revoke { key_id, client } => {

@@ -14,7 +14,7 @@ use clearance_model::execution::{
     CompleteRequest, Completed, Lease, LineageView, RenewRequest, RenewResponse, RevocationKind, RevocationList,
     RevokeRequest, Revoked, StartRequest,
 };
-use clearance_model::wire::ErrorBody;
+use clearance_model::wire::{ErrorBody, SigningKeyRotated};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/executions/{id}/lineage", get(lineage))
         .route("/v1/principals/{id}/revoke", post(revoke_principal))
         .route("/v1/signing-keys/{kid}/revoke", post(revoke_signing_key))
+        .route("/v1/signing-keys/rotate", post(rotate_signing_key))
         .route("/v1/revocations", get(revocations))
         .route("/v1/revocations/stream", get(stream))
 }
@@ -152,6 +153,18 @@ pub(crate) async fn revoke_signing_key(
             .revoke(&caller, RevocationKind::SigningKey, &kid, &req)
             .await?,
     ))
+}
+
+/// Replace the clearance signing key (admin): the new key signs from the next decision
+/// on; the one it replaces stays in the JWKS until every clearance it signed has expired.
+/// Also the way back after revoking the signing key. `409` on a shared database.
+#[utoipa::path(post, path = "/v1/signing-keys/rotate", tag = "executions",
+    responses((status = 200, body = SigningKeyRotated), (status = 409, body = ErrorBody)), security(("api_key" = [])))]
+pub(crate) async fn rotate_signing_key(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<SigningKeyRotated>, ApiError> {
+    Ok(Json(state.plane().rotate_signing_key(&caller).await?))
 }
 
 /// An execution's ancestors and descendants with their states (admin, auditor, enforcer).

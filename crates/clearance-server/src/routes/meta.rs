@@ -22,8 +22,9 @@ pub(crate) fn routes() -> Router<AppState> {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses((status = 200, description = "JWK set")))]
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     (
-        [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(serde_json::to_value(&state.inner.jwks).unwrap_or_default()),
+        // Short: after a rotation, verifiers behind a cache learn the new key within a minute.
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(serde_json::to_value(state.plane().published_keys()).unwrap_or_default()),
     )
         .into_response()
 }
