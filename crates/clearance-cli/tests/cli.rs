@@ -221,19 +221,38 @@ fn walkthrough_with_exit_codes() {
     assert!(text(&out.stderr).contains("cannot reach the control plane"));
 }
 
-/// A standard JOSE library in another language verifies a clearance with only the JWKS.
-#[test]
-fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
-    let has_pyjwt = Command::new("python3")
+/// Whether python3 has PyJWT (it must under CLEARANCE_REQUIRE_INTEROP, as in CI).
+fn has_pyjwt() -> bool {
+    let has = Command::new("python3")
         .args(["-c", "import jwt, cryptography"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_pyjwt {
+    if !has {
         assert!(
             std::env::var_os("CLEARANCE_REQUIRE_INTEROP").is_none(),
             "CLEARANCE_REQUIRE_INTEROP is set but python3 cannot import jwt and cryptography"
         );
         eprintln!("skipped: python3 with PyJWT and cryptography is not installed (pip install pyjwt cryptography)");
+    }
+    has
+}
+
+/// `tests/interop/verify_clearance.py`: PyJWT checks `token` with the JWKS file alone.
+fn pyjwt_verify(jwks: &std::path::Path, token: &str, issuer: &str) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/verify_clearance.py");
+    Command::new("python3")
+        .arg(script)
+        .arg(jwks)
+        .arg(token)
+        .arg(issuer)
+        .output()
+        .unwrap()
+}
+
+/// A standard JOSE library in another language verifies a clearance with only the JWKS.
+#[test]
+fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
+    if !has_pyjwt() {
         return;
     }
     let server = Server::start();
@@ -245,15 +264,7 @@ fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
     let dir = tempfile::tempdir().unwrap();
     let jwks_path = dir.path().join("jwks.json");
     std::fs::write(&jwks_path, jwks.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/verify_clearance.py");
-
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&jwks_path)
-        .arg(token)
-        .arg(&server.url)
-        .output()
-        .unwrap();
+    let out = pyjwt_verify(&jwks_path, token, &server.url);
     assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
     let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(claims["act"], "refund");
@@ -265,21 +276,9 @@ fn pyjwt_verifies_a_clearance_from_the_jwks_alone() {
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = parts[1].replacen('e', "f", 1);
     let tampered = parts.join(".");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&jwks_path)
-        .arg(&tampered)
-        .arg(&server.url)
-        .output()
-        .unwrap();
+    let out = pyjwt_verify(&jwks_path, &tampered, &server.url);
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&jwks_path)
-        .arg(token)
-        .arg("https://other.example")
-        .output()
-        .unwrap();
+    let out = pyjwt_verify(&jwks_path, token, "https://other.example");
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
 }
 
@@ -381,30 +380,14 @@ fn rotating_the_signing_key_keeps_old_clearances_verifiable_until_they_expire() 
     assert_eq!(kids(&server), [new_kid.clone(), old_kid.clone()]);
 
     // A standard JOSE library verifies both from the published JWKS alone.
-    let has_pyjwt = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has_pyjwt {
+    if has_pyjwt() {
         let (_, jwks) = server.call("GET", "/.well-known/jwks.json", None, None);
         let jwks_path = dir.path().join("jwks.json");
         std::fs::write(&jwks_path, jwks.to_string()).unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/verify_clearance.py");
         for token in [&old_token, &new_token] {
-            let out = Command::new("python3")
-                .arg(script)
-                .arg(&jwks_path)
-                .arg(token)
-                .arg(&server.url)
-                .output()
-                .unwrap();
+            let out = pyjwt_verify(&jwks_path, token, &server.url);
             assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
         }
-    } else {
-        assert!(
-            std::env::var_os("CLEARANCE_REQUIRE_INTEROP").is_none(),
-            "CLEARANCE_REQUIRE_INTEROP is set but python3 cannot import jwt and cryptography"
-        );
     }
 
     // The evidence of the first execution names the key that signed its clearance.
