@@ -73,6 +73,7 @@ impl Client {
     pub fn new(args: &ClientArgs) -> Result<Self, Failure> {
         let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(clearance_enforce::POOL_IDLE_TIMEOUT)
             .timeout(Duration::from_secs(30));
         let http = trusting(builder, args.ca_cert.as_deref())?
             .build()

@@ -42,6 +42,10 @@ impl CallError {
     }
 }
 
+/// How long a client keeps an idle connection to the control plane: less than the
+/// server's shortest keep-alive (its header timeout, at least 1 s, 10 s by default).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Timeouts default to values an interactive executor can live with; all are bounded.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -90,7 +94,12 @@ impl ControlPlaneClient {
             None => Vec::new(),
         };
         let build = |timeout: Option<Duration>| {
-            let mut b = reqwest::Client::builder().connect_timeout(options.connect_timeout);
+            // Idle connections are dropped well before the server closes them (a kept-alive
+            // connection gets the server's header timeout, 10 s by default, for its next
+            // request), so a call never races the server's close.
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT);
             if let Some(t) = timeout {
                 b = b.timeout(t);
             }

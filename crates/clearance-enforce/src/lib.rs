@@ -19,7 +19,7 @@ pub use clearance_verify::{
     verify_evidence,
 };
 #[cfg(feature = "runtime")]
-pub use client::{CallError, ClientOptions, ControlPlaneClient};
+pub use client::{CallError, ClientOptions, ControlPlaneClient, POOL_IDLE_TIMEOUT};
 pub use gate::Gate;
 pub use measure::{Measurer, Source};
 #[cfg(feature = "runtime")]

@@ -4,9 +4,11 @@
 //! request, sends half of one, or goes quiet after its last answer holds a task and a file
 //! descriptor until it hangs up, and thousands of them exhaust the process. Here every
 //! connection counts against a limit for the whole server and one per peer address, must
-//! finish its request head within the header timeout, and is closed once nothing has been
-//! read or written on it for the idle timeout (a revocation stream writes a heartbeat every
-//! few seconds, so it stays). TLS, when configured, is negotiated within the header timeout.
+//! deliver each request head within the header timeout (counted from the connection, then
+//! from the end of each answer: an idle kept-alive connection closes after it too), and is
+//! closed once nothing has been read or written on it for the idle timeout (which bounds a
+//! request or stream gone silent; a revocation stream writes a heartbeat every few
+//! seconds, so it stays). TLS, when configured, is negotiated within the header timeout.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

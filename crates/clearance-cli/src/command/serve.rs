@@ -44,12 +44,14 @@ pub(crate) struct ListenArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_address: u32,
     /// Seconds a client gets to send a whole request head (and finish its TLS handshake)
-    /// before its connection is closed.
+    /// before its connection is closed; a kept-alive connection gets as long for its next
+    /// request.
     #[arg(long, env = "CLEARANCE_HEADER_TIMEOUT", value_name = "SECONDS",
           default_value_t = ConnectionLimits::default().header_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_timeout: u64,
-    /// Seconds a connection may stay with nothing sent either way before it is closed.
+    /// Seconds a connection may stay with nothing sent either way, during a request or a
+    /// stream, before it is closed.
     #[arg(long, env = "CLEARANCE_IDLE_TIMEOUT", value_name = "SECONDS",
           default_value_t = ConnectionLimits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]

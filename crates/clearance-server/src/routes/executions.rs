@@ -183,7 +183,7 @@ pub(crate) async fn lineage(
 #[into_params(parameter_in = Query)]
 pub(crate) struct SinceQuery {
     /// Return records with a sequence number above this (0 for all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::int64::required")]
     since: u64,
     /// At most this many [default: 1000].
     #[param(minimum = 1, maximum = 1000)]
@@ -191,14 +191,9 @@ pub(crate) struct SinceQuery {
 }
 
 impl SinceQuery {
-    /// The query, refused when `since` is beyond any sequence number (which, like every
-    /// counter the API documents as int64, stays within `i64::MAX`) or `limit` is out of
-    /// its range.
+    /// The query, refused when `limit` is out of its range.
     fn checked(q: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
         let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        if i64::try_from(q.since).is_err() {
-            return Err(ApiError::BadRequest(format!("`since` must be at most {}", i64::MAX)));
-        }
         let most = clearance_core::MAX_REVOCATIONS_PER_PAGE;
         if q.limit.is_some_and(|l| !(1..=most).contains(&l)) {
             return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {most}")));

@@ -62,8 +62,10 @@ pub(crate) async fn verifier_key(State(state): State<AppState>) -> Response {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Range {
     /// First index.
+    #[serde(deserialize_with = "super::int64::required")]
     start: u64,
     /// One past the last index (at most 1,000 more than `start`).
+    #[serde(deserialize_with = "super::int64::required")]
     end: u64,
 }
 
@@ -83,8 +85,10 @@ pub(crate) async fn entries(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InclusionQuery {
+    #[serde(deserialize_with = "super::int64::required")]
     index: u64,
     /// Tree size [default: the latest checkpoint's].
+    #[serde(default, deserialize_with = "super::int64::optional")]
     size: Option<u64>,
 }
 
@@ -107,7 +111,9 @@ pub(crate) async fn inclusion(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConsistencyQuery {
+    #[serde(deserialize_with = "super::int64::required")]
     from: u64,
+    #[serde(deserialize_with = "super::int64::required")]
     to: u64,
 }
 
@@ -128,6 +134,7 @@ pub(crate) async fn consistency(
 pub(crate) struct EvidenceQuery {
     /// Also prove consistency between this tree size (an auditor's saved checkpoint) and
     /// the bundle's checkpoint.
+    #[serde(default, deserialize_with = "super::int64::optional")]
     consistency_with: Option<u64>,
 }
 

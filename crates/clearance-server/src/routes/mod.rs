@@ -45,3 +45,26 @@ pub(crate) fn parse_id<T: std::str::FromStr<Err = clearance_model::IdError>>(raw
     raw.parse()
         .map_err(|e: clearance_model::IdError| ApiError::BadRequest(e.to_string()))
 }
+
+/// Counters in queries (log indices, tree sizes, sequence numbers) are documented as
+/// non-negative int64: a value above `i64::MAX` is refused like any malformed one, rather
+/// than accepted past what the document promises.
+pub(crate) mod int64 {
+    use serde::{Deserialize as _, Deserializer};
+
+    fn check<E: serde::de::Error>(v: u64) -> Result<u64, E> {
+        if i64::try_from(v).is_ok() {
+            Ok(v)
+        } else {
+            Err(E::custom(format!("{v} is above the largest value taken, {}", i64::MAX)))
+        }
+    }
+
+    pub(crate) fn required<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        check(u64::deserialize(d)?)
+    }
+
+    pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<u64>::deserialize(d)?.map(check).transpose()
+    }
+}
