@@ -156,6 +156,42 @@ fn a_stderr_that_cannot_be_written_does_not_take_requests_down() {
         .send()
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
+    // The sequencer (which used to stop) still records decisions, and says it is ready.
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        let res = http
+            .post(format!("{url}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .expect("the request lost its connection");
+        (
+            res.status().as_u16(),
+            res.json::<serde_json::Value>().unwrap_or_default(),
+        )
+    };
+    let (status, _) = post("/v1/principals", ADMIN_KEY, json!({"id": "bot", "roles": ["agent"]}));
+    assert_eq!(status, 201);
+    let (_, issued) = post("/v1/principals/bot/keys", ADMIN_KEY, json!({}));
+    let agent = issued["key"].as_str().unwrap().to_owned();
+    let (_, pushed) = post(
+        "/v1/policies",
+        ADMIN_KEY,
+        json!({"schema": SCHEMA, "policies": common::POLICIES}),
+    );
+    let version = pushed["version"].as_str().unwrap().to_owned();
+    let (status, _) = post(&format!("/v1/policies/{version}/activate"), ADMIN_KEY, json!({}));
+    assert_eq!(status, 200);
+    for amount in [5, 900, 2000, 7] {
+        let (status, body) = post(
+            "/v1/authorize",
+            &agent,
+            json!({"action": "refund", "resource": {"type": "Tool", "id": "stripe"}, "arguments": common::refund(amount)}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(body["log_index"].is_u64(), "{body}");
+    }
+    let res = http.get(format!("{url}/readyz")).send().unwrap();
+    assert_eq!(res.status().as_u16(), 200);
     let _ = child.kill();
     let _ = child.wait();
 }
