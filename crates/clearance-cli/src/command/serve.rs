@@ -25,7 +25,7 @@ pub(crate) struct Args {
     listening: ListenArgs,
 }
 
-/// How the server listens: TLS and connection limits (shared with `proxy`).
+/// How the control plane listens: TLS and connection limits.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ListenArgs {
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
