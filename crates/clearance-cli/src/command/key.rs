@@ -28,8 +28,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Replace the control plane's clearance signing key (admin key). The new key signs
-    /// from the next decision on and is saved in the data directory first; the old one
+    /// Replace the control plane's clearance signing key (admin key).
+    ///
+    /// The new key signs from the next decision on and is saved in the data directory first; the old one
     /// stays in the JWKS until every clearance it signed has expired (the longest
     /// clearance lifetime plus 5 s of clock leeway). Enforcement points that fetched the
     /// JWKS from the server pick up the new key on their own. Also the way back after
