@@ -43,7 +43,9 @@ impl CallError {
 }
 
 /// How long a client keeps an idle connection to the control plane: less than the
-/// server's shortest keep-alive (its header timeout, at least 1 s, 10 s by default).
+/// server's keep-alive (its header timeout, 10 s by default), so a call never races the
+/// server closing the connection. A server run with `--header-timeout` under 5 s
+/// brings that race back.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Timeouts default to values an interactive executor can live with; all are bounded.
@@ -94,9 +96,7 @@ impl ControlPlaneClient {
             None => Vec::new(),
         };
         let build = |timeout: Option<Duration>| {
-            // Idle connections are dropped well before the server closes them (a kept-alive
-            // connection gets the server's header timeout, 10 s by default, for its next
-            // request), so a call never races the server's close.
+            // Idle connections go before the server closes them: see POOL_IDLE_TIMEOUT.
             let mut b = reqwest::Client::builder()
                 .connect_timeout(options.connect_timeout)
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT);

@@ -118,12 +118,14 @@ pub async fn serve_app(
                 }
             },
         };
-        let Some(slot) = Counts::admit(&counts, peer.ip(), &limits) else {
-            let why = counts.refusal(peer.ip(), &limits);
-            tracing::debug!(%peer, ?why, "connection refused");
-            refused(why);
-            drop(tcp);
-            continue;
+        let slot = match Counts::admit(&counts, peer.ip(), &limits) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%peer, ?why, "connection refused");
+                refused(why);
+                drop(tcp);
+                continue;
+            }
         };
         // Streamed answers (the revocation stream) are written in pieces: without NODELAY
         // each piece can wait for the client's delayed ACK (up to 40 ms).
@@ -221,28 +223,22 @@ impl Counts {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot for a new connection from `ip`, or none when a limit is reached.
-    fn admit(counts: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Slot> {
+    /// A slot for a new connection from `ip`, or the limit that refuses it.
+    fn admit(counts: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Result<Slot, Refusal> {
         let mut inner = counts.lock();
         let from_ip = inner.per_address.get(&ip).copied().unwrap_or(0);
-        if inner.total >= limits.max_connections || from_ip >= limits.max_per_address {
-            return None;
+        if from_ip >= limits.max_per_address {
+            return Err(Refusal::AddressFull);
+        }
+        if inner.total >= limits.max_connections {
+            return Err(Refusal::ServerFull);
         }
         inner.total += 1;
         inner.per_address.insert(ip, from_ip + 1);
-        Some(Slot {
+        Ok(Slot {
             counts: Arc::clone(counts),
             ip,
         })
-    }
-
-    fn refusal(&self, ip: IpAddr, limits: &ConnectionLimits) -> Refusal {
-        let inner = self.lock();
-        if inner.per_address.get(&ip).copied().unwrap_or(0) >= limits.max_per_address {
-            Refusal::AddressFull
-        } else {
-            Refusal::ServerFull
-        }
     }
 }
 
@@ -378,13 +374,11 @@ mod tests {
         let l = limits(3, 2);
         let a1 = Counts::admit(&counts, a, &l).unwrap();
         let _a2 = Counts::admit(&counts, a, &l).unwrap();
-        assert!(Counts::admit(&counts, a, &l).is_none());
-        assert_eq!(counts.refusal(a, &l), Refusal::AddressFull);
+        assert_eq!(Counts::admit(&counts, a, &l).err(), Some(Refusal::AddressFull));
         let _b1 = Counts::admit(&counts, b, &l).unwrap();
-        assert!(Counts::admit(&counts, b, &l).is_none());
-        assert_eq!(counts.refusal(b, &l), Refusal::ServerFull);
+        assert_eq!(Counts::admit(&counts, b, &l).err(), Some(Refusal::ServerFull));
         drop(a1);
-        assert!(Counts::admit(&counts, b, &l).is_some());
+        assert!(Counts::admit(&counts, b, &l).is_ok());
     }
 
     #[tokio::test]
