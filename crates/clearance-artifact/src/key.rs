@@ -79,21 +79,11 @@ impl ClearanceSigner {
     /// synced beside it, renamed over it, and the directory synced. A crash leaves the old
     /// key or the new one, never a torn file.
     pub fn replace(&self, path: &Path) -> Result<(), KeyError> {
-        let write_err = |source| KeyError::Write {
+        let pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Encode)?;
+        replace_private_file(path, pem.as_bytes()).map_err(|source| KeyError::Write {
             path: path.to_owned(),
             source,
-        };
-        let mut next = path.as_os_str().to_owned();
-        next.push(".next");
-        let next = PathBuf::from(next);
-        match fs::remove_file(&next) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(write_err(e)),
-        }
-        save_new_key(&self.key, &next)?;
-        fs::rename(&next, path).map_err(write_err)?;
-        sync_dir(path).map_err(write_err)
+        })
     }
 
     pub fn kid(&self) -> &str {
@@ -164,8 +154,26 @@ pub fn load_key(path: &Path) -> Result<SigningKey, KeyError> {
     SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Format { path: path.to_owned() })
 }
 
-/// Sync the directory holding `path`, so a rename or a new file in it is durable.
-pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+/// Put `bytes` in place of the file at `path`, atomically: written to a new file beside
+/// it (mode 0600) and synced, renamed over it, and the directory synced. A crash leaves
+/// the old contents or the new, never a torn file.
+pub fn replace_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut next = path.as_os_str().to_owned();
+    next.push(".next");
+    let next = PathBuf::from(next);
+    match fs::remove_file(&next) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&next)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&next, path)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -275,22 +275,8 @@ impl clearance_core::SigningKeyStore for KeyFiles {
         // retired too, which loading drops. Each write is atomic (temporary file, rename).
         let path = self.dir.join(RETIRED_KEYS_FILE);
         let text = serde_json::to_vec_pretty(retired).map_err(|e| e.to_string())?;
-        let temporary = self.dir.join(format!("{RETIRED_KEYS_FILE}.next"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)?;
-            clearance_artifact::sync_dir(&path)
-        };
-        write().map_err(|e| format!("writing `{}`: {e}", path.display()))?;
+        clearance_artifact::replace_private_file(&path, &text)
+            .map_err(|e| format!("writing `{}`: {e}", path.display()))?;
         next.replace(&self.dir.join(KEY_FILE)).map_err(|e| e.to_string())
     }
 }
