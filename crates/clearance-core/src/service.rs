@@ -156,14 +156,10 @@ impl ControlPlane {
     }
 
     /// Create the first admin principal and key when no principal exists. Returns the
-    /// key when one was generated (to show once); a supplied key is not echoed.
+    /// key when one was generated (to show once); a supplied key is not echoed. Whether a
+    /// supplied key was ignored, [`ControlPlane::knows_key`] tells.
     pub async fn bootstrap(&self, supplied: Option<ApiKey>) -> Result<Option<ApiKey>, CoreError> {
         if self.store.principal_count().await? > 0 {
-            if let Some(key) = supplied
-                && !self.store.key_hash_known(&key.hash()).await?
-            {
-                tracing::warn!("the bootstrap admin key is ignored: principals already exist");
-            }
             return Ok(None);
         }
         let now = self.clock.now();
@@ -194,6 +190,33 @@ impl ControlPlane {
         };
         self.store_key(&admin, &admin, &key, now).await?;
         Ok(if generated { Some(key) } else { None })
+    }
+
+    /// Whether `key` is a key this control plane issued (revoked or not).
+    pub async fn knows_key(&self, key: &ApiKey) -> Result<bool, CoreError> {
+        Ok(self.store.key_hash_known(&key.hash()).await?)
+    }
+
+    /// A new API key for the first admin principal, for an operator who lost every admin
+    /// key: only someone holding the data directory (or the database) can call this, and
+    /// the key is recorded in the log like any other (`key_issued`).
+    pub async fn recover_admin_key(&self) -> Result<IssuedKey, CoreError> {
+        let admin: PrincipalId = BOOTSTRAP_ADMIN
+            .parse()
+            .map_err(|e| CoreError::Internal(format!("{e}")))?;
+        let Some(record) = self.store.principal(&admin).await? else {
+            return Err(CoreError::NotFound(format!("principal `{admin}`")));
+        };
+        let caller = Caller {
+            id: admin.clone(),
+            roles: record.roles,
+        };
+        if !caller.has(Role::Admin) {
+            return Err(CoreError::InvalidRequest(format!(
+                "principal `{admin}` no longer has the admin role"
+            )));
+        }
+        self.issue_key(&caller, &admin).await
     }
 
     /// Stage 1: turn a presented key into a caller, from memory when the key was seen
@@ -448,6 +471,13 @@ impl ControlPlane {
         if roles.is_empty() {
             return Err(CoreError::InvalidRequest("a principal needs at least one role".into()));
         }
+        if roles.contains(&Role::Approver) {
+            // Reserved for human approvals, which do not exist yet: a principal given it
+            // would hold a role that grants nothing while looking as if it did.
+            return Err(CoreError::InvalidRequest(
+                "the `approver` role is reserved for human approvals, which are not built yet".into(),
+            ));
+        }
         let now = self.clock.now();
         let record = PrincipalRecord {
             id: req.id.clone(),
@@ -554,6 +584,7 @@ impl ControlPlane {
             version: compiled.version(),
             policy_ids: compiled.policy_ids().to_vec(),
             actions: compiled.actions(),
+            warnings: compiled.warnings().to_vec(),
         })
     }
 
@@ -569,6 +600,7 @@ impl ControlPlane {
             version: compiled.version(),
             created,
             policy_ids: compiled.policy_ids().to_vec(),
+            warnings: compiled.warnings().to_vec(),
         })
     }
 

@@ -103,6 +103,17 @@ pub enum CompletionStatus {
     Stopped,
 }
 
+impl CompletionStatus {
+    /// The wire spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// `POST /v1/executions/{id}/start`: the enforcement point presents the clearance it
 /// verified; the control plane consumes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

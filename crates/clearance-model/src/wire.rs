@@ -211,6 +211,10 @@ pub struct PolicyPushed {
     /// False when the identical bundle had been pushed before.
     pub created: bool,
     pub policy_ids: Vec<String>,
+    /// What is accepted but probably not meant, each with its place
+    /// (`policies:LINE:COLUMN: ...`), such as a policy without `@id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +224,9 @@ pub struct PolicyValidated {
     pub version: PolicyVersion,
     pub policy_ids: Vec<String>,
     pub actions: Vec<String>,
+    /// As in [`PolicyPushed::warnings`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,8 @@ use clearance_model::wire::PolicyBundle;
 use serde_json::Value;
 
 use crate::PRINCIPAL_TYPE;
-use crate::context::{ContextShape, context_shapes};
+use crate::context::{ActionContext, ContextShape, DeclaredInputs, context_shapes};
+use crate::located::{POLICIES_SOURCE, SCHEMA_SOURCE, line_column, messages};
 
 /// Why a bundle was rejected. Each variant carries the engine's messages verbatim.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -122,6 +123,8 @@ pub struct CompiledPolicy {
     /// bundle would cost about 50 MB.
     pub(crate) slices: HashMap<String, ActionSlice>,
     policy_ids: Vec<String>,
+    /// What is allowed but probably not meant, with where it is (unnamed policies).
+    warnings: Vec<String>,
 }
 
 /// The policies that can apply to one action, and what its context holds.
@@ -130,6 +133,8 @@ pub(crate) struct ActionSlice {
     pub uid: EntityUid,
     pub policies: PolicySet,
     pub context: ContextShape,
+    /// Read only to explain a request that does not fit.
+    pub inputs: DeclaredInputs,
 }
 
 impl CompiledPolicy {
@@ -145,14 +150,14 @@ impl CompiledPolicy {
         check_nesting("schema", &bundle.schema, "({[<")?;
         check_nesting("policies", &bundle.policies, "({[")?;
         let version = policy_version(bundle)?;
-        let (schema, _warnings) =
-            Schema::from_cedarschema_str(&bundle.schema).map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
-        let (fragment, _) = SchemaFragment::from_cedarschema_str(&bundle.schema)
-            .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
+        let schema_error =
+            |e: &dyn miette::Diagnostic| PolicyError::Schema(messages(SCHEMA_SOURCE, &bundle.schema, 0, e));
+        let (schema, _warnings) = Schema::from_cedarschema_str(&bundle.schema).map_err(|e| schema_error(&e))?;
+        let (fragment, _) = SchemaFragment::from_cedarschema_str(&bundle.schema).map_err(|e| schema_error(&e))?;
         let fragment_json = fragment
             .to_json_value()
             .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
-        let (namespace, shapes) = context_shapes(&fragment_json)?;
+        let (namespace, mut shapes) = context_shapes(&fragment_json)?;
 
         let qualify = |name: &str| {
             if namespace.is_empty() {
@@ -169,11 +174,35 @@ impl CompiledPolicy {
             )]));
         }
 
-        let all = parse_policies(&bundle.policies)?;
+        let Parsed {
+            set: all,
+            bases,
+            unnamed,
+        } = parse_policies(&bundle.policies)?;
         let action_entities = schema
             .action_entities()
             .map_err(|e| PolicyError::Schema(vec![e.to_string()]))?;
-        validate(&schema, &fragment_json, &namespace, &action_entities, &all)?;
+        validate(&schema, &fragment_json, &namespace, &action_entities, &all).map_err(|errors| {
+            PolicyError::Validation(
+                errors
+                    .iter()
+                    .flat_map(|e| {
+                        let base = bases.get(e.policy_id()).copied().unwrap_or(0);
+                        messages(POLICIES_SOURCE, &bundle.policies, base, e)
+                    })
+                    .collect(),
+            )
+        })?;
+        let warnings = unnamed
+            .iter()
+            .map(|(id, offset)| {
+                let (line, column) = line_column(&bundle.policies, *offset);
+                format!(
+                    "{POLICIES_SOURCE}:{line}:{column}: this policy has no @id(\"...\"), so it is named `{id}` after its \
+                     position, and decisions and the log cite that name: it changes when a policy is added above it"
+                )
+            })
+            .collect();
         // Each policy's action scope is read once: with thousands of policies and actions,
         // asking every policy once per action is quadratic.
         let mut by_action: HashMap<EntityUid, Vec<&cedar_policy::Policy>> = HashMap::new();
@@ -206,13 +235,14 @@ impl CompiledPolicy {
                     .add(policy.clone())
                     .map_err(|e| PolicyError::Parse(vec![e.to_string()]))?;
             }
-            let context = shapes.get(&name).copied().unwrap_or_default();
+            let ActionContext { shape, inputs } = shapes.remove(&name).unwrap_or_default();
             slices.insert(
                 name,
                 ActionSlice {
                     uid: uid.clone(),
                     policies,
-                    context,
+                    context: shape,
+                    inputs,
                 },
             );
         }
@@ -226,6 +256,7 @@ impl CompiledPolicy {
             action_entities,
             slices,
             policy_ids,
+            warnings,
         })
     }
 
@@ -251,6 +282,11 @@ impl CompiledPolicy {
     /// Every policy id in the bundle, sorted.
     pub fn policy_ids(&self) -> &[String] {
         &self.policy_ids
+    }
+
+    /// Warnings about the bundle as written, each with its place (`policies:LINE:COL`).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Every action the schema declares, sorted.
@@ -282,15 +318,16 @@ fn validate(
     namespace: &str,
     action_entities: &Entities,
     all: &PolicySet,
-) -> Result<(), PolicyError> {
+) -> Result<(), ValidationErrors> {
     let mut scoped: HashMap<EntityUid, Vec<&cedar_policy::Policy>> = HashMap::new();
     let mut rest = PolicySet::new();
     for policy in all.policies() {
         match policy.action_constraint() {
             ActionConstraint::Eq(action) => scoped.entry(action).or_default().push(policy),
-            ActionConstraint::Any | ActionConstraint::In(_) => rest
-                .add(policy.clone())
-                .map_err(|e| PolicyError::Parse(vec![e.to_string()]))?,
+            // Ids are unique in `all`, so adding to a subset cannot clash.
+            ActionConstraint::Any | ActionConstraint::In(_) => {
+                let _ = rest.add(policy.clone());
+            }
         }
     }
     let passes = |schema: Schema, policies: &PolicySet| {
@@ -317,11 +354,12 @@ fn validate(
     if validation.validation_passed() {
         Ok(())
     } else {
-        Err(PolicyError::Validation(
-            validation.validation_errors().map(|e| e.to_string()).collect(),
-        ))
+        Err(validation.validation_errors().cloned().collect())
     }
 }
+
+/// The validator's errors, each naming its policy.
+type ValidationErrors = Vec<cedar_policy::ValidationError>;
 
 /// The schema with every action but `action` and its groups left out; `None` if it
 /// cannot be built.
@@ -366,11 +404,22 @@ fn narrowed_schema(
 /// allocator keeps that peak resident after it is freed.
 const PARSE_CHUNK: usize = 256;
 
+/// A policy text, parsed.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub set: PolicySet,
+    /// Where in the text the piece each policy was parsed from begins: Cedar's spans
+    /// are relative to that piece.
+    pub bases: HashMap<PolicyId, usize>,
+    /// Policies without an `@id`: the name they were given, and where they start.
+    pub unnamed: Vec<(String, usize)>,
+}
+
 /// Parse policies, naming each by its `@id("...")` annotation when it has one and
 /// `policyN` (its position in the text) otherwise. Large bundles are parsed a chunk of
 /// statements at a time; if a chunk does not parse, the whole text is parsed again, so
 /// that errors point into the text as written.
-pub(crate) fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
+pub(crate) fn parse_policies(text: &str) -> Result<Parsed, PolicyError> {
     let statements = statements(text);
     let mut sets = Vec::new();
     if statements.len() > PARSE_CHUNK {
@@ -383,7 +432,7 @@ pub(crate) fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
             // its `;` must fail, not vanish.
             let end = if i + 1 == chunks { text.len() } else { last.end };
             match text.get(first.start..end).map(PolicySet::from_str) {
-                Some(Ok(set)) => sets.push(set),
+                Some(Ok(set)) => sets.push((first.start, set)),
                 // The whole text's parse below reports the error where it is.
                 _ => {
                     sets.clear();
@@ -393,12 +442,15 @@ pub(crate) fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
         }
     }
     if sets.is_empty() {
-        sets.push(PolicySet::from_str(text).map_err(|e| PolicyError::Parse(vec![e.to_string()]))?);
+        let set = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(messages(POLICIES_SOURCE, text, 0, &e)))?;
+        sets.push((0, set));
     }
     let mut named = PolicySet::new();
+    let mut bases = HashMap::new();
+    let mut unnamed = Vec::new();
     // The parser numbers each chunk's policies policy0, policy1, ...: source order.
     let mut offset = 0;
-    for parsed in sets {
+    for (base, parsed) in sets {
         if let Some(t) = parsed.templates().next() {
             return Err(PolicyError::Unsupported(format!(
                 "policy templates are not supported (template `{}`)",
@@ -433,13 +485,38 @@ pub(crate) fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
                 None => policy.new_id(PolicyId::new(format!("policy{}", offset + n))),
             };
             let id = policy.id().to_string();
+            if policy.annotation("id").is_none() {
+                // The statement it came from, at its `permit` or `forbid`.
+                let start = offset
+                    .checked_add(*n)
+                    .and_then(|i| statements.get(i))
+                    .map(|s| keyword_start(text, *s))
+                    .unwrap_or(base);
+                unnamed.push((id.clone(), start));
+            }
+            bases.insert(policy.id().clone(), base);
             named
                 .add(policy)
                 .map_err(|_| PolicyError::Parse(vec![format!("policy id `{id}` is used twice")]))?;
         }
         offset += policies.len();
     }
-    Ok(named)
+    Ok(Parsed {
+        set: named,
+        bases,
+        unnamed,
+    })
+}
+
+/// Where a statement's effect keyword is (after its comments and annotations), or its
+/// start if neither is found.
+fn keyword_start(text: &str, statement: Statement) -> usize {
+    let piece = text.get(statement.start..statement.end).unwrap_or_default();
+    ["permit", "forbid"]
+        .iter()
+        .filter_map(|k| piece.find(k))
+        .min()
+        .map_or(statement.start, |at| statement.start + at)
 }
 
 /// Where one statement of a policy text lies: from the end of the one before (comments,

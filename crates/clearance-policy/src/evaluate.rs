@@ -128,9 +128,7 @@ impl CompiledPolicy {
         }
         let context = match Context::from_json_value(Value::Object(context), Some((&self.schema, action))) {
             Ok(c) => c,
-            Err(e) => {
-                return invalid(format!("request does not match action `{}`: {e}", req.action));
-            }
+            Err(e) => return invalid(self.misfit(req, &e)),
         };
         let principal = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(req.principal));
         let resource_type = match EntityTypeName::from_str(&req.resource.kind) {
@@ -145,9 +143,7 @@ impl CompiledPolicy {
         let resource = EntityUid::from_type_name_and_id(resource_type, EntityId::new(&req.resource.id));
         let request = match Request::new(principal, action.clone(), resource, context, Some(&self.schema)) {
             Ok(r) => r,
-            Err(e) => {
-                return invalid(format!("request does not match action `{}`: {e}", req.action));
-            }
+            Err(e) => return invalid(self.misfit(req, &e)),
         };
         let response = Authorizer::new().is_authorized(&request, policies, &self.action_entities);
         let diagnostics = response.diagnostics();
@@ -176,6 +172,18 @@ impl CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// Why a request does not fit its action, naming the field that does not fit; Cedar's
+    /// own message (`cedar`) quotes the whole context, values and all, without saying
+    /// which, and is the fallback.
+    fn misfit(&self, req: &PolicyRequest<'_>, cedar: &dyn std::fmt::Display) -> String {
+        let why = self
+            .slices
+            .get(req.action)
+            .and_then(|s| s.inputs.mismatch(req.arguments, req.context))
+            .unwrap_or_else(|| cedar.to_string());
+        format!("request does not match action `{}`: {why}", req.action)
+    }
+
     /// Whether some permit policy's scope takes in this principal, action and resource:
     /// whether any call of `action` could be permitted to `principal`, whatever its
     /// arguments and context. Conditions are not evaluated (a permit whose `when` never

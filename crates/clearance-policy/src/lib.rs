@@ -7,9 +7,13 @@
 mod compile;
 mod context;
 mod evaluate;
+mod located;
+mod schemas;
 
 pub use compile::{CompiledPolicy, PolicyError, policy_version};
 pub use evaluate::{EnvironmentFacts, Lineage, PolicyOutcome, PolicyRequest};
+pub use located::{POLICIES_SOURCE, SCHEMA_SOURCE};
+pub use schemas::merge_schemas;
 
 /// The entity type (inside the schema's namespace) of the principal of every request.
 pub const PRINCIPAL_TYPE: &str = "Agent";

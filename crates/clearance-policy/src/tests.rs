@@ -469,7 +469,11 @@ fn narrowed_validation_agrees_with_cedar_over_the_whole_schema() {
         let schema = cedar_policy::Schema::from_cedarschema_str(SCHEMA).unwrap().0;
         let set: cedar_policy::PolicySet = policies.parse().unwrap();
         let whole = cedar_policy::Validator::new(schema).validate(&set, cedar_policy::ValidationMode::Strict);
-        let expected: Vec<String> = whole.validation_errors().map(ToString::to_string).collect();
+        // Cedar's own errors, located as Clearance locates them.
+        let expected: Vec<String> = whole
+            .validation_errors()
+            .flat_map(|e| crate::located::messages(crate::POLICIES_SOURCE, policies, 0, e))
+            .collect();
         match CompiledPolicy::compile(&bundle(SCHEMA, policies)) {
             Ok(_) => assert!(
                 whole.validation_passed(),
@@ -521,7 +525,7 @@ fn many_policies(n: usize, bad: Option<usize>) -> String {
 fn chunked_parsing_gives_what_one_parse_gives() {
     use std::str::FromStr as _;
     let text = many_policies(700, None);
-    let chunked = crate::compile::parse_policies(&text).unwrap();
+    let chunked = crate::compile::parse_policies(&text).unwrap().set;
     let whole = cedar_policy::PolicySet::from_str(&text).unwrap();
     assert_eq!(chunked.policies().count(), 700);
     for p in whole.policies() {
@@ -545,4 +549,106 @@ fn chunked_parsing_gives_what_one_parse_gives() {
         crate::compile::parse_policies(&many_policies(700, Some(402))),
         Err(PolicyError::Parse(_))
     ));
+}
+
+/// Parse, schema and validation errors name the line and column they are at; a policy
+/// without `@id` is named after its position, with a warning saying where it is.
+#[test]
+fn errors_and_warnings_say_where_they_are() {
+    let parse = CompiledPolicy::compile(&bundle(
+        SCHEMA,
+        "@id(\"a\")\npermit(principal, action, resource)\n  when { 1 + };\n",
+    ));
+    assert_eq!(
+        parse.err(),
+        Some(PolicyError::Parse(vec!["policies:3:14: unexpected token `}`".into()]))
+    );
+    let schema = CompiledPolicy::compile(&bundle("entity Agent;\nentity Tool\naction x;\n", POLICIES));
+    assert_eq!(
+        schema.err(),
+        Some(PolicyError::Schema(vec![
+            "schema:3:1: error parsing schema: unexpected token `action`".into()
+        ]))
+    );
+    let typed = CompiledPolicy::compile(&bundle(
+        SCHEMA,
+        "@id(\"a\")\npermit(principal, action == Action::\"refund\", resource)\n  when { context.arguments.amount == \"x\" };\n",
+    ));
+    let Some(PolicyError::Validation(messages)) = typed.err() else {
+        panic!("not a validation error")
+    };
+    assert!(
+        messages[0].starts_with("policies:3:10: the types Long and String are not compatible"),
+        "{messages:?}"
+    );
+    assert!(messages[0].contains("for policy `a`"), "{messages:?}");
+
+    let unnamed = CompiledPolicy::compile(&bundle(
+        SCHEMA,
+        "// x\npermit(principal, action == Action::\"refund\", resource);\n\n  forbid(principal, action, resource) when { false };",
+    ))
+    .unwrap();
+    let warnings = unnamed.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("policies:2:1: this policy has no @id"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("policies:4:3: this policy has no @id"),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].contains("`policy1`"), "{warnings:?}");
+    assert!(compiled().unwrap().warnings().is_empty());
+}
+
+/// A validation error in a policy parsed in a later chunk of a large bundle still points
+/// at its line in the whole text.
+#[test]
+fn errors_in_later_chunks_point_into_the_whole_text() {
+    let mut text: String = (0..600)
+        .map(|i| format!("@id(\"p{i}\")\npermit(principal, action == Action::\"ping\", resource);\n"))
+        .collect();
+    let line = text.matches('\n').count() + 3;
+    text.push_str("\n@id(\"late\")\npermit(principal, action == Action::\"refund\", resource) when { context.arguments.amount == \"x\" };\n");
+    let Some(PolicyError::Validation(messages)) = CompiledPolicy::compile(&bundle(SCHEMA, &text)).err() else {
+        panic!("not a validation error")
+    };
+    assert!(
+        messages[0].starts_with(&format!("policies:{line}:")),
+        "line {line}: {messages:?}"
+    );
+}
+
+/// A request whose arguments do not fit the schema is refused naming the field and what
+/// it should be, without quoting any value.
+#[test]
+fn ill_typed_arguments_name_the_field() {
+    let policy = compiled().unwrap();
+    let why = |arguments: Value| match ask(&policy, "refund", "stripe", arguments) {
+        PolicyOutcome::InvalidRequest { message } => message,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        why(json!({"amount": "12", "currency": "EUR"})),
+        "request does not match action `refund`: `context.arguments.amount` must be a Long (a whole number \
+         within 64 bits), but it is a string"
+    );
+    assert_eq!(
+        why(json!({"amount": 1.5, "currency": "EUR"})),
+        "request does not match action `refund`: `context.arguments.amount` must be a Long (a whole number \
+         within 64 bits), but it is a number with a fraction"
+    );
+    assert_eq!(
+        why(json!({"amount": 12, "currency": 5})),
+        "request does not match action `refund`: `context.arguments.currency` must be a String, but it is a number"
+    );
+    assert_eq!(
+        why(json!({"amount": 12})),
+        "request does not match action `refund`: `context.arguments.currency` is missing"
+    );
+    assert_eq!(
+        why(json!({"amount": 12, "currency": "EUR", "memo": "secret"})),
+        "request does not match action `refund`: `context.arguments.memo` is not declared in the schema for this action"
+    );
 }
