@@ -93,7 +93,16 @@ impl Client {
     pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
         let (status, bytes) = self.fetch(Method::GET, path, None::<&()>).await?;
         if !status.is_success() {
-            return Err(api_failure(status, &bytes));
+            return Err(self.failure(status, &bytes));
+        }
+        String::from_utf8(bytes).map_err(|_| Failure::Error(anyhow::anyhow!("{path} answered with non-UTF-8")))
+    }
+
+    /// POST an empty JSON body to a resource that answers text/plain (a fresh checkpoint).
+    pub async fn post_text(&self, path: &str) -> Result<String, Failure> {
+        let (status, bytes) = self.fetch(Method::POST, path, Some(&serde_json::json!({}))).await?;
+        if !status.is_success() {
+            return Err(self.failure(status, &bytes));
         }
         String::from_utf8(bytes).map_err(|_| Failure::Error(anyhow::anyhow!("{path} answered with non-UTF-8")))
     }
@@ -126,7 +135,20 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::Error(anyhow::anyhow!("unexpected answer from {}{path}: {e}", self.base)));
         }
-        Err(api_failure(status, &bytes))
+        Err(self.failure(status, &bytes))
+    }
+
+    /// An error answer as a failure, saying where the key comes from when it was refused.
+    fn failure(&self, status: StatusCode, bytes: &[u8]) -> Failure {
+        match api_failure(status, bytes) {
+            Failure::Unauthorized(m) if m.starts_with(ErrorCode::InvalidApiKey.as_str()) => {
+                Failure::Unauthorized(match self.key {
+                    None => format!("{m}: no API key was given; set CLEARANCE_API_KEY (or pass --api-key)"),
+                    Some(_) => format!("{m}: check the key in CLEARANCE_API_KEY (or --api-key)"),
+                })
+            }
+            other => other,
+        }
     }
 
     /// One request: the answer's status and body, or `Unavailable` if there was none.

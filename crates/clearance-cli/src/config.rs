@@ -20,6 +20,8 @@ const KEY_FILE: &str = "signing-key.pem";
 const RETIRED_KEYS_FILE: &str = "retired-signing-keys.json";
 pub(crate) const LOG_KEY_FILE: &str = "log-key.pem";
 const DB_FILE: &str = "clearance.db";
+/// Held locked by the process that uses the data directory.
+const LOCK_FILE: &str = "lock";
 
 /// Options shared by `serve` and `init`.
 #[derive(Debug, Clone, Args)]
@@ -201,6 +203,40 @@ pub(crate) struct Opened {
     pub plane: ControlPlane,
     pub new_admin_key: Option<ApiKey>,
     pub key_created: bool,
+    /// A --bootstrap-admin-key was given, but principals existed and it is not one of
+    /// their keys: it was not made an admin key.
+    pub bootstrap_key_ignored: bool,
+    /// Held for as long as the data directory is in use.
+    pub lock: DataDirLock,
+}
+
+/// An exclusive lock on a data directory (`<dir>/lock`, an advisory `flock`): two
+/// processes writing one SQLite log, or both signing with one key, would each believe
+/// it owns the log. The kernel releases it when the process exits, however it exits.
+#[derive(Debug)]
+pub(crate) struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+impl DataDirLock {
+    pub fn acquire(dir: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening `{}`", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+                "the data directory `{}` is in use by another clearance process (a running `serve`?): \
+                 stop it first, or give this one its own --data-dir",
+                dir.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking `{}`", path.display())),
+        }
+    }
 }
 
 pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: String) -> anyhow::Result<Opened> {
@@ -213,6 +249,7 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
             anyhow::anyhow!("the bootstrap admin key must be `clr_` followed by at least 22 base64url characters")
         })?;
     create_private_dir(&config.data_dir)?;
+    let lock = DataDirLock::acquire(&config.data_dir)?;
     let (signer, key_created) = ClearanceSigner::load_or_create(&config.data_dir.join(KEY_FILE))?;
     // The log signs checkpoints with its own key, published as a note verifier key.
     let (log_key, _) = clearance_artifact::load_or_create_key(&config.data_dir.join(LOG_KEY_FILE))?;
@@ -255,11 +292,18 @@ pub(crate) async fn open(config: &ServerConfig, args: &ServerArgs, issuer: Strin
                 dir: config.data_dir.clone(),
             }),
         );
+    let given = supplied.is_some();
     let new_admin_key = plane.bootstrap(supplied).await?;
+    let bootstrap_key_ignored = match args.bootstrap_admin_key.as_deref().map(ApiKey::parse) {
+        Some(Ok(key)) if given => !plane.knows_key(&key).await?,
+        _ => false,
+    };
     Ok(Opened {
         plane,
         new_admin_key,
         key_created,
+        bootstrap_key_ignored,
+        lock,
     })
 }
 
@@ -342,10 +386,105 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Say so when --bootstrap-admin-key did nothing, and how to get back in.
+pub(crate) fn warn_ignored_bootstrap_key(data_dir: &Path) {
+    eprintln!(
+        "warning: --bootstrap-admin-key (CLEARANCE_BOOTSTRAP_ADMIN_KEY) is ignored: `{}` already has principals, \
+         and it only applies to a new control plane. Lost every admin key? Stop the server and run \
+         `clearance recover-admin --data-dir {}`.",
+        data_dir.display(),
+        data_dir.display()
+    );
+}
+
 pub(crate) fn print_new_admin_key(key: &ApiKey, data_dir: &Path) {
     println!("Created a new control plane in {}.", data_dir.display());
     println!("First admin API key (shown once; store it now):");
     println!();
     println!("    {}", key.expose());
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../examples/clearance.toml");
+
+    /// `examples/clearance.toml` names every key the parser knows (the commented ones
+    /// too: uncommented, they parse), and as shipped it is a valid configuration.
+    #[test]
+    fn the_example_configuration_has_every_key_and_parses() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let every: FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+        // Exhaustive: a new key fails to compile here until the example has it.
+        let FileConfig {
+            data_dir,
+            database,
+            database_schema,
+            listen,
+            origin,
+            default_ttl_seconds,
+            max_ttl_seconds,
+            lease_seconds,
+            max_lineage_depth,
+            require_environment,
+            attestation_freshness_seconds,
+            challenge_ttl_seconds,
+            log_origin,
+            checkpoint_interval_ms,
+            log_max_batch,
+        } = every;
+        let present = [
+            ("data_dir", data_dir.is_some()),
+            ("database", database.is_some()),
+            ("database_schema", database_schema.is_some()),
+            ("listen", listen.is_some()),
+            ("origin", origin.is_some()),
+            ("default_ttl_seconds", default_ttl_seconds.is_some()),
+            ("max_ttl_seconds", max_ttl_seconds.is_some()),
+            ("lease_seconds", lease_seconds.is_some()),
+            ("max_lineage_depth", max_lineage_depth.is_some()),
+            ("require_environment", require_environment.is_some()),
+            ("attestation_freshness_seconds", attestation_freshness_seconds.is_some()),
+            ("challenge_ttl_seconds", challenge_ttl_seconds.is_some()),
+            ("log_origin", log_origin.is_some()),
+            ("checkpoint_interval_ms", checkpoint_interval_ms.is_some()),
+            ("log_max_batch", log_max_batch.is_some()),
+        ];
+        let missing: Vec<&str> = present.iter().filter(|(_, p)| !p).map(|(k, _)| *k).collect();
+        assert!(missing.is_empty(), "examples/clearance.toml lacks {missing:?}");
+
+        // As shipped: the defaults, SQLite in ./clearance-data.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clearance.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let args = ServerArgs {
+            data_dir: None,
+            config: Some(path),
+            origin: None,
+            database: None,
+            database_schema: None,
+            bootstrap_admin_key: None,
+            lease_seconds: None,
+            require_environment: None,
+            attestation_freshness_seconds: None,
+        };
+        let config = ServerConfig::resolve(&args, None).unwrap();
+        assert_eq!(config.database, None);
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(
+            (config.default_ttl_seconds, config.max_ttl_seconds),
+            (DEFAULT_TTL_SECONDS, DEFAULT_MAX_TTL_SECONDS)
+        );
+        assert_eq!(config.log_max_batch, StoreOptions::default().max_batch);
+    }
 }

@@ -39,6 +39,7 @@ pub struct Cli {
 enum Command {
     Serve(command::serve::Args),
     Init(command::init::Args),
+    RecoverAdmin(command::init::RecoverArgs),
     Authorize(command::authorize::Args),
     Exec(command::exec::Args),
     Proxy(command::proxy::Args),
@@ -60,6 +61,8 @@ enum Command {
     Log(command::log::Command),
     #[command(subcommand)]
     Evidence(command::evidence::Command),
+    Completions(command::docs::CompletionsArgs),
+    Man(command::docs::ManArgs),
 }
 
 /// Run a parsed command line and turn its outcome into an exit code.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve(args) => command::serve::run(args).await,
             Command::Init(args) => command::init::run(args).await,
+            Command::RecoverAdmin(args) => command::init::recover(args).await,
             Command::Authorize(args) => command::authorize::run(args).await,
             Command::Exec(args) => command::exec::run(args).await,
             Command::Proxy(args) => command::proxy::run(args).await,
@@ -88,10 +92,49 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Key(cmd) => command::key::run(cmd).await,
             Command::Log(cmd) => command::log::run(cmd).await,
             Command::Evidence(cmd) => command::evidence::run(cmd).await,
+            Command::Completions(args) => command::docs::completions(&args),
+            Command::Man(args) => command::docs::man(&args),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => output::report(failure),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks over every subcommand (one found `policy activate`'s
+    /// `version` argument clashing with `--version`, which panicked at its `--help`).
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    /// Every subcommand, argument and option says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "clearance", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

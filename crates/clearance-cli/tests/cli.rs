@@ -434,3 +434,104 @@ fn rotating_the_signing_key_keeps_old_clearances_verifiable_until_they_expire() 
     let (_, fourth) = server.authorize(&bot, "refund", common::refund(8));
     assert_eq!(fourth["decision"], "allow", "{fourth}");
 }
+
+/// The first hour's rough edges: one server per data directory, a way back in after
+/// losing the admin key, a bootstrap key that cannot silently do nothing, a missing key
+/// that names where keys come from, errors as JSON under `--json`, and no role for a
+/// feature that does not exist.
+#[test]
+fn first_hour_errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_in(&data, &[]);
+
+    // A second server on the same data directory refuses to start, naming it.
+    let Err(second) = Server::try_start_in(&server.data_dir, &[]) else {
+        panic!("a second server must not start on the same data directory")
+    };
+    assert!(second.contains("is in use by another clearance process"), "{second}");
+
+    // No key: the refusal names CLEARANCE_API_KEY (exit code 5); under --json it is JSON.
+    let out = server.cli(None, &["principal", "list"]);
+    assert_eq!(code(&out), 5, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("set CLEARANCE_API_KEY"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = server.cli(None, &["principal", "list", "--json"]);
+    assert_eq!(code(&out), 5);
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "invalid_api_key", "{error}");
+    assert_eq!(error["error"]["exit_code"], 5, "{error}");
+    let out = server.cli(Some(ADMIN_KEY), &["policy", "activate", "sha256:00", "--json"]);
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(
+        (code(&out), &error["error"]["code"]),
+        (1, &serde_json::json!("invalid_request")),
+        "{error}"
+    );
+
+    // `log checkpoint --json` is JSON.
+    let out = server.cli(None, &["log", "checkpoint", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let checkpoint: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        checkpoint["size"].as_u64().is_some() && checkpoint["note"].is_string(),
+        "{checkpoint}"
+    );
+
+    // The approver role is for approvals, which do not exist yet.
+    let out = server.cli(Some(ADMIN_KEY), &["principal", "create", "alice", "--role", "approver"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stderr).contains("invalid_request: the `approver` role is reserved"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Lost the admin key: with the server stopped, recover-admin issues a new one.
+    server.stop();
+    let out = Command::new(BIN)
+        .args(["recover-admin", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let recovered = text(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("clr_"))
+        .expect("a new key")
+        .to_owned();
+
+    // A bootstrap key given to an existing data directory is said to be ignored.
+    let other = "clr_another-bootstrap-key-0123456789abcdef";
+    let out = Command::new(BIN)
+        .args(["init", "--bootstrap-admin-key", other, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--bootstrap-admin-key (CLEARANCE_BOOTSTRAP_ADMIN_KEY) is ignored"),
+        "{}",
+        text(&out.stderr)
+    );
+    let restarted = Server::start_in(&data, &[]);
+    let out = restarted.cli(Some(&recovered), &["principal", "list"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "the recovered key is an admin key: {}",
+        text(&out.stderr)
+    );
+    let out = restarted.cli(Some(other), &["principal", "list"]);
+    assert_eq!(code(&out), 5, "the ignored bootstrap key grants nothing");
+    // The recovery is in the log, by the admin principal.
+    let issued: Vec<serde_json::Value> = restarted
+        .log_events()
+        .into_iter()
+        .filter(|e| e["type"] == "key_issued" && e["principal"] == "admin")
+        .collect();
+    assert_eq!(issued.len(), 2, "the bootstrap key and the recovered one: {issued:?}");
+}

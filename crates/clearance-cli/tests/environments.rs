@@ -230,9 +230,15 @@ fn attest_authorize_execute_then_a_changed_file_is_refused() {
         text(&out.stderr)
     );
     assert!(!e.dir.path().join("marker").exists());
-    // After the next attestation, new authorizations are denied.
+    // After the next attestation, new authorizations are denied. The attestation itself
+    // is recorded, and reported as failed (exit code 4).
     let out = e.attest("runner-1");
-    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(code(&out), 4, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not match its expectations (app)"),
+        "{}",
+        text(&out.stderr)
+    );
     let mismatch: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (mismatch["matches"].as_bool(), &mismatch["mismatched"]),

@@ -164,7 +164,6 @@ const REVOCATION_POLL: Duration = Duration::from_millis(50);
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything `run` talks to.
-#[derive(Debug)]
 pub struct Exec<'a> {
     /// Asks for the clearance (not needed with `ExecRequest::clearance`).
     pub agent: Option<&'a ControlPlaneClient>,
@@ -174,6 +173,20 @@ pub struct Exec<'a> {
     /// revoke is stopped at once, without waiting for its next renewal (which stays the
     /// fallback when the stream is down).
     pub revocations: Option<&'a RevocationView>,
+    /// Told the execution's id once it has started, before the command is spawned (the
+    /// `exec` command reports it, so the execution can be revoked or looked up).
+    pub on_start: Option<&'a (dyn Fn(&ExecutionId) + Sync)>,
+}
+
+impl std::fmt::Debug for Exec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exec")
+            .field("agent", &self.agent)
+            .field("pipeline", &self.pipeline)
+            .field("revocations", &self.revocations)
+            .field("on_start", &self.on_start.map(|_| "Fn(&ExecutionId)"))
+            .finish()
+    }
 }
 
 impl Exec<'_> {
@@ -200,7 +213,7 @@ impl Exec<'_> {
             (None, None) => {
                 return ExecOutcome::Refused {
                     code: ErrorCode::InvalidRequest,
-                    message: "no clearance given and no agent key to ask for one".into(),
+                    message: "no clearance given and no agent key to ask for one (set CLEARANCE_API_KEY to an agent key, or pass --clearance)".into(),
                 };
             }
         };
@@ -218,6 +231,9 @@ impl Exec<'_> {
             Ok(a) => a,
             Err(refusal) => return refused(refusal),
         };
+        if let Some(tell) = self.on_start {
+            tell(admission.execution_id());
+        }
         let exact = match pinned_program(program, &req.arguments) {
             Ok(p) => p,
             Err(outcome) => {

@@ -25,6 +25,8 @@ use crate::output::{Failure, print_json};
 pub(crate) enum Command {
     /// Register an environment: its attestation key and the measurements expected of it.
     Register {
+        /// The new environment's id (letters, digits, `.`, `_`, `-`): what requests name
+        /// as their target and clearances carry as their audience.
         id: String,
         /// The environment's Ed25519 public key, base64url (see `clearance env keygen`).
         /// Base64url may start with `-`, so the value is taken as is.
@@ -46,15 +48,19 @@ pub(crate) enum Command {
     },
     /// Show one environment and its latest attestation.
     Show {
+        /// The environment's id.
         id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Replace an environment's expectations and/or labels.
     Update {
+        /// The environment's id.
         id: String,
+        /// The expected measurements, NAME=sha256:HEX (repeatable), replacing all of them.
         #[arg(long = "expect", value_name = "NAME=DIGEST")]
         expect: Vec<String>,
+        /// The labels, KEY=VALUE (repeatable), replacing all of them.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
         #[command(flatten)]
@@ -62,7 +68,9 @@ pub(crate) enum Command {
     },
     /// Quarantine: deny new requests and revoke the executions running there.
     Quarantine {
+        /// The environment's id.
         id: String,
+        /// Why (recorded in the log and sent to enforcement points with the revocations).
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -70,6 +78,7 @@ pub(crate) enum Command {
     },
     /// Lift a quarantine (the environment must attest again).
     Release {
+        /// The environment's id.
         id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -81,6 +90,8 @@ pub(crate) enum Command {
         out: PathBuf,
     },
     /// From the environment: fetch a challenge, measure, sign and submit the evidence.
+    /// Exit code 4 if the measurements do not match the registered expectations (the
+    /// evidence is recorded all the same).
     Attest {
         /// The environment's id.
         #[arg(long)]
@@ -149,8 +160,18 @@ fn print_env(e: &EnvironmentView) {
                 Timestamp(a.fresh_until),
                 a.log_index
             );
+            if a.fresh_until <= Timestamp::now().seconds() {
+                println!(
+                    "  STALE     requests for it are denied (attestation_stale) until it attests again: \
+                     clearance env attest --id {} ... (add --every to keep it fresh)",
+                    e.id
+                );
+            }
         }
-        None => println!("  attested  never"),
+        None => println!(
+            "  attested  never: requests for it are denied until it attests (clearance env attest --id {} ...)",
+            e.id
+        ),
     }
 }
 
@@ -278,7 +299,19 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                     (Err(_), None) => {}
                 }
                 match every {
-                    None => return result.map(|_| ()),
+                    // Evidence that does not match is recorded, but the environment is not
+                    // trusted: that is a failed attestation, with its own exit code.
+                    None => {
+                        return match result {
+                            Ok(a) if !a.matches => Err(Failure::Rejected(format!(
+                                "{id} does not match its expectations ({}): requests for it are denied \
+                                 (measurement_mismatch) until it attests what `clearance env update --expect` \
+                                 names",
+                                a.mismatched.join(", ")
+                            ))),
+                            other => other.map(|_| ()),
+                        };
+                    }
                     Some(s) => tokio::time::sleep(Duration::from_secs(s.max(1))).await,
                 }
             }

@@ -133,8 +133,19 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                     if let Some(size) = report.consistent_with_trusted {
                         println!("  consistent  with the trusted checkpoint of size {size}");
                     }
-                    if !report.keys_pinned {
-                        println!("  note        keys were taken from the bundle; pin them with --log-key and --jwks");
+                    // Name exactly the keys that came from the bundle itself.
+                    let mut unpinned = Vec::new();
+                    if trust.log_key.is_none() {
+                        unpinned.push("the log's verifier key (pin it with --log-key)");
+                    }
+                    if trust.jwks.is_none() && bundle.clearance.is_some() {
+                        unpinned.push("the clearance's JWKS (pin it with --jwks)");
+                    }
+                    if !unpinned.is_empty() {
+                        println!(
+                            "  note        taken from the bundle itself, so only as trustworthy as its source: {}",
+                            unpinned.join("; ")
+                        );
                     }
                     Ok(())
                 }

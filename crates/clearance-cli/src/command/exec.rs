@@ -26,8 +26,14 @@ Exit codes (the command's own code otherwise; 128+N if it died of signal N):
 
 /// Run a command only with a clearance for exactly that command line.
 ///
-/// By default asks for action `exec` on resource `Command/<program>` with arguments
-/// `{"argv": [...], "cwd": "..."}`, so policies can constrain the command line.
+/// By default asks for action `exec` on resource `Command/<program>`, the program exactly
+/// as typed (`clearance exec -- ./deploy.sh staging` asks for `Command::"./deploy.sh"`),
+/// with arguments `{"argv": ["./deploy.sh", "staging"], "cwd": "<working directory>"}`, so
+/// a policy can constrain the command line (`context.arguments.argv`). With
+/// --pin-program the arguments also carry `program` (the file the program resolves to)
+/// and `program_sha256` (`sha256:<hex>` of that file). Declare them in the schema
+/// (`examples/exec/` has a schema and policies). Once the execution has started, its id
+/// is printed on stderr when that is a terminal, and written to --execution-id-file.
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
@@ -63,6 +69,12 @@ pub(crate) struct Args {
     /// Replay cache file [default: $XDG_STATE_HOME/clearance/exec-replay].
     #[arg(long, env = "CLEARANCE_REPLAY_CACHE")]
     replay_cache: Option<PathBuf>,
+    /// Write the execution's id to this file once it has started, before the command runs
+    /// (for scripts: to revoke it, follow its lineage or export its evidence). On a
+    /// terminal the id is also printed on stderr; otherwise stderr carries only the
+    /// command's own output and Clearance's refusals.
+    #[arg(long, value_name = "FILE")]
+    execution_id_file: Option<PathBuf>,
     #[command(flatten)]
     enforcer: EnforcerArgs,
     /// The command and its arguments.
@@ -134,6 +146,7 @@ async fn prepare_and_run(args: Args) -> Result<ExecOutcome, String> {
         agent: agent.as_ref(),
         pipeline: &enforcement.pipeline,
         revocations: enforcement.watch.as_deref(),
+        on_start: Some(&|id| announce(id, args.execution_id_file.as_deref())),
     };
     Ok(exec.run(&req).await)
 }
@@ -141,6 +154,24 @@ async fn prepare_and_run(args: Args) -> Result<ExecOutcome, String> {
 impl Args {
     async fn enforcement_for(&self, replay: &std::path::Path) -> Result<Enforcement, Failure> {
         self.enforcer.enforcement(replay, Revocations::Watch).await
+    }
+}
+
+/// Report a started execution's id: in `file` (replaced whole, so a reader never sees
+/// half an id) and, on a terminal, on stderr.
+fn announce(id: &clearance_model::ExecutionId, file: Option<&std::path::Path>) {
+    if let Some(path) = file {
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            eprintln!(
+                "clearance exec: cannot write the execution id to `{}`: {e}",
+                path.display()
+            );
+        }
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("clearance exec: execution {id} started");
     }
 }
 

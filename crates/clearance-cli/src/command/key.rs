@@ -12,18 +12,23 @@ use crate::output::{Failure, print_json};
 pub(crate) enum Command {
     /// Issue a new key for a principal.
     Create {
+        /// The principal's id (`clearance principal list`).
         principal: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// List a principal's keys (ids and dates only).
     List {
+        /// The principal's id (`clearance principal list`).
         principal: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Revoke a key by id. Requests presenting it fail from then on.
     Revoke {
+        /// The key's id, as `key list` prints it (not the key itself). Ids are base64url
+        /// and may start with `-`.
+        #[arg(allow_hyphen_values = true)]
         key_id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -36,6 +41,13 @@ pub(crate) enum Command {
     /// JWKS from the server pick up the new key on their own. Also the way back after
     /// revoking the signing key. Not available on a shared PostgreSQL database yet.
     Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the control plane's JWKS: the public keys that verify clearances (no key
+    /// needed). Saved to a file, it lets `verify --jwks`, `evidence verify --jwks` and the
+    /// enforcement points' `--jwks` work offline.
+    Jwks {
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -68,6 +80,11 @@ pub(crate) async fn run(cmd: Command) -> Result<(), Failure> {
                 }
             }
             Ok(())
+        }
+        Command::Jwks { client } => {
+            // Printed as served (pretty JSON either way): a JWK set is already JSON.
+            let jwks: serde_json::Value = Client::new(&client)?.get("/.well-known/jwks.json").await?;
+            print_json(&jwks)
         }
         Command::Rotate { client } => {
             let r: SigningKeyRotated = Client::new(&client)?

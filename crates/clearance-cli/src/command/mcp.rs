@@ -8,6 +8,7 @@ use clap::Subcommand;
 use crate::command::mcp_proxy::{default_name, upstream_spec};
 use crate::output::Failure;
 
+/// Helpers for governing MCP servers: a Cedar schema generated from a server's tools.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Start an MCP server, read its tools, and write a Cedar schema in which each tool's
@@ -28,6 +29,8 @@ pub(crate) enum Command {
         /// Write the schema here instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// The MCP server program's own arguments, after `--` (put -o before `--`, or it
+        /// goes to the server).
         #[arg(last = true)]
         upstream_args: Vec<String>,
     },

@@ -1,4 +1,5 @@
 pub(crate) mod authorize;
+pub(crate) mod docs;
 pub(crate) mod enforcer;
 pub(crate) mod env;
 pub(crate) mod evidence;

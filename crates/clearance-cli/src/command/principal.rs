@@ -14,7 +14,10 @@ pub(crate) enum Command {
     Create {
         /// Principal id: letters, digits, `.`, `_`, `-`.
         id: String,
-        /// Role: admin, agent, approver, enforcer or auditor (repeat for several).
+        /// Role (repeat for several): admin (principals, keys, policies, environments,
+        /// revocations), agent (asks for clearances), enforcer (starts, renews and
+        /// completes executions; attests environments) or auditor (reads the log,
+        /// evidence and lineage).
         #[arg(long = "role", required = true)]
         roles: Vec<Role>,
         /// Issue an API key for it right away (printed once).

@@ -43,6 +43,8 @@ pub(crate) struct Args {
     /// Base URL of the API to protect.
     #[arg(long)]
     upstream: String,
+    /// Who asks for each request's clearance: the proxy itself, with its own agent key
+    /// (`gateway`), or the caller, who presents one in the `Clearance` header (`verify`).
     #[arg(long, value_enum, default_value = "gateway")]
     mode: Mode,
     /// The resource every request acts on, as TYPE/ID (for example `Api/payments`).

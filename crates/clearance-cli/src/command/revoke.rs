@@ -16,9 +16,11 @@ enum Target {
 }
 
 /// Revoke something (admin). Enforcement points learn of it from the revocation stream;
-/// running executions are stopped at their next lease renewal.
+/// running executions are stopped as soon as their enforcement point hears of it (at the latest
+/// at their next lease renewal).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
+    /// What to revoke.
     #[arg(value_enum)]
     target: Target,
     /// Execution id, principal id or key id (base64url ids may start with `-`).

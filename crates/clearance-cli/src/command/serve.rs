@@ -90,6 +90,10 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let bound = listener.local_addr().context("reading the bound address")?;
     let issuer = config.issuer(scheme, Some(bound));
     let opened = config::open(&config, &args.server, issuer.clone()).await?;
+    let _lock = opened.lock;
+    if opened.bootstrap_key_ignored {
+        config::warn_ignored_bootstrap_key(&config.data_dir);
+    }
     if opened.key_created {
         tracing::info!(data_dir = %config.data_dir.display(), "created a new signing key");
     }

@@ -13,6 +13,9 @@ use crate::output::{Failure, print_json};
 /// Verify a clearance: signature (against the JWKS), algorithm, type, key id, issuer,
 /// audience and time window; with --action and --resource, also that it authorizes
 /// exactly that call (and --args). Prints the verified claims. Exit code 4 when rejected.
+///
+/// With `--jwks FILE` nothing is fetched: the check is offline. Without it, the JWKS is
+/// fetched from --server (the only network call).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The clearance (JWS compact), or `-` to read it from standard input.
@@ -92,6 +95,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                 println!("  expires    {}", Timestamp(claims.exp));
                 if args.action.is_none() {
                     println!("  (not checked against a call: pass --action, --resource and --args to bind it)");
+                }
+                if args.jwks.is_none() {
+                    println!(
+                        "  keys       fetched from {server}/.well-known/jwks.json (pass --jwks FILE to verify offline)"
+                    );
                 }
             }
             Ok(())
