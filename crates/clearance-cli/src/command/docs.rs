@@ -69,3 +69,32 @@ fn write_tree(cmd: &clap::Command, dir: &std::path::Path, count: &mut usize) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_man_page_for_every_command_and_completions_for_every_shell() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let count = write_pages(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let page = std::fs::read_to_string(dir.path().join("clearance-policy-push.1")).unwrap_or_default();
+        // roff escapes each `-`.
+        assert!(page.contains(r"\-\-policies"), "{page}");
+        assert!(dir.path().join("clearance-recover-admin.1").exists());
+        assert!(count > 40, "{count} pages");
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut crate::Cli::command(), "clearance", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            assert!(
+                script.contains("recover-admin") && script.contains("execution-id-file"),
+                "{shell}"
+            );
+        }
+    }
+}

@@ -28,11 +28,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
 
 /// Issue a new API key to the first admin principal, when every admin key is lost.
 ///
-/// The principal is `admin`, the one the first start created. This works on the data directory (or `--database`) directly, which only
-/// someone holding the host can do; with SQLite the server must be stopped, since it
-/// holds the data directory's lock. The new key is printed once and recorded in the log
-/// (`key_issued`); then list the old ones with `clearance key list admin` and revoke them with
-/// `clearance key revoke ID`.
+/// The principal is `admin`, the one the first start created. This works on the data
+/// directory (or `--database`) directly, which only someone holding the host can do; with
+/// SQLite the server must be stopped, since it holds the data directory's lock. The new
+/// key is printed once and recorded in the log (`key_issued`); then list the old ones
+/// with `clearance key list admin` and revoke them with `clearance key revoke ID`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RecoverArgs {
     #[command(flatten)]

@@ -78,11 +78,13 @@ impl BundleFiles {
         let mut policies = String::new();
         let mut starts = Vec::new();
         for path in &self.policies {
-            starts.push((path.display().to_string(), policies.matches('\n').count() + 1));
-            policies.push_str(&read(path)?);
-            if !policies.ends_with('\n') {
+            // One file is sent as written (its version is the digest of its text); the
+            // next file starts on a line of its own.
+            if !policies.is_empty() && !policies.ends_with('\n') {
                 policies.push('\n');
             }
+            starts.push((path.display().to_string(), policies.matches('\n').count() + 1));
+            policies.push_str(&read(path)?);
         }
         let sources = Sources {
             schema: match schemas.as_slice() {
