@@ -480,6 +480,22 @@ fn first_hour_errors_say_what_to_do() {
         checkpoint["size"].as_u64().is_some() && checkpoint["note"].is_string(),
         "{checkpoint}"
     );
+    // `--now` signs one covering every entry so far, which `log tail` decodes (here: the
+    // admin's creation and its key).
+    let out = server.cli(Some(ADMIN_KEY), &["log", "checkpoint", "--now", "--json"]);
+    let now: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(now["size"], 2, "{now}");
+    let out = server.cli(Some(ADMIN_KEY), &["log", "tail", "-n", "5"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("principal admin created (admin)"), "{lines:?}");
+    assert!(lines[1].contains("issued to admin"), "{lines:?}");
+    let out = server.cli(Some(ADMIN_KEY), &["log", "tail", "--decisions"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "no decisions among the last 20 entries (the log holds 2)"
+    );
 
     // The approver role is for approvals, which do not exist yet.
     let out = server.cli(Some(ADMIN_KEY), &["principal", "create", "alice", "--role", "approver"]);

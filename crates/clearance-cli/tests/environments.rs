@@ -512,3 +512,26 @@ fn exec_runs_only_the_pinned_program_file() {
     assert_eq!(code(&out), 120, "{}", text(&out.stderr));
     assert!(!e.dir.path().join("ran").exists());
 }
+
+/// `env show` says when an environment is not trusted for lack of a fresh attestation,
+/// and what to run about it.
+#[test]
+fn env_show_flags_a_missing_or_stale_attestation() {
+    let e = setup(&["--attestation-freshness-seconds", "3"]);
+    let show = || text(&e.cli(ADMIN_KEY, &["env", "show", "runner-1"]).stdout);
+    assert!(
+        show().contains(
+            "attested  never: requests for it are denied until it attests (clearance env attest --id runner-1"
+        ),
+        "{}",
+        show()
+    );
+    assert_eq!(code(&e.attest("runner-1")), 0);
+    assert!(!show().contains("STALE"), "{}", show());
+    std::thread::sleep(std::time::Duration::from_millis(4100));
+    assert!(
+        show().contains("STALE     requests for it are denied (attestation_stale) until it attests again"),
+        "{}",
+        show()
+    );
+}

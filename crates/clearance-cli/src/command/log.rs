@@ -42,7 +42,7 @@ pub(crate) enum Command {
         /// How many entries, at most 1000.
         #[arg(short = 'n', long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
         count: u64,
-        /// Only decisions (allow and deny).
+        /// Show only the decisions (allow and deny) among those entries.
         #[arg(long)]
         decisions: bool,
         #[command(flatten)]
@@ -273,7 +273,8 @@ async fn tail(c: &Client, count: u64, decisions: bool, json: bool) -> Result<(),
         return print_json(&serde_json::json!({ "size": size, "entries": list }));
     }
     if events.is_empty() {
-        println!("no entries (the log holds {size})");
+        let what = if decisions { "decisions" } else { "entries" };
+        println!("no {what} among the last {count} entries (the log holds {size})");
     }
     for (index, event) in &events {
         println!("{index:>8}  {}", summary(event));
