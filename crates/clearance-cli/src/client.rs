@@ -138,16 +138,21 @@ impl Client {
         Err(self.failure(status, &bytes))
     }
 
-    /// An error answer as a failure, saying where the key comes from when it was refused.
+    /// An error answer as a failure with the server's code and message; a refused key
+    /// also says where the key comes from.
     fn failure(&self, status: StatusCode, bytes: &[u8]) -> Failure {
-        match api_failure(status, bytes) {
-            Failure::Unauthorized(m) if m.starts_with(ErrorCode::InvalidApiKey.as_str()) => {
-                Failure::Unauthorized(match self.key {
-                    None => format!("{m}: no API key was given; set CLEARANCE_API_KEY (or pass --api-key)"),
-                    Some(_) => format!("{m}: check the key in CLEARANCE_API_KEY (or --api-key)"),
-                })
-            }
-            other => other,
+        let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) else {
+            return Failure::Error(anyhow::anyhow!("control plane answered {status} without an error body"));
+        };
+        let message = format!("{}: {}", body.error.code, body.error.message);
+        match (status, body.error.code) {
+            (_, ErrorCode::InvalidApiKey) => Failure::Unauthorized(match self.key {
+                None => format!("{message}: no API key was given; set CLEARANCE_API_KEY (or pass --api-key)"),
+                Some(_) => format!("{message}: check the key in CLEARANCE_API_KEY (or --api-key)"),
+            }),
+            (_, ErrorCode::UnauthorizedRole | ErrorCode::RateLimited) => Failure::Unauthorized(message),
+            (StatusCode::SERVICE_UNAVAILABLE, _) => Failure::Unavailable(message),
+            _ => Failure::Error(anyhow::anyhow!(message)),
         }
     }
 
@@ -178,21 +183,6 @@ impl Client {
             .await
             .map_err(|e| Failure::Unavailable(format!("reading the answer: {e}")))?;
         Ok((status, bytes.to_vec()))
-    }
-}
-
-/// Turn an error answer into a failure with the server's code and message.
-pub(crate) fn api_failure(status: StatusCode, bytes: &[u8]) -> Failure {
-    let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) else {
-        return Failure::Error(anyhow::anyhow!("control plane answered {status} without an error body"));
-    };
-    let message = format!("{}: {}", body.error.code, body.error.message);
-    match (status, body.error.code) {
-        (_, ErrorCode::InvalidApiKey | ErrorCode::UnauthorizedRole | ErrorCode::RateLimited) => {
-            Failure::Unauthorized(message)
-        }
-        (StatusCode::SERVICE_UNAVAILABLE, _) => Failure::Unavailable(message),
-        _ => Failure::Error(anyhow::anyhow!(message)),
     }
 }
 

@@ -214,7 +214,10 @@ pub(crate) struct Opened {
 /// processes writing one SQLite log, or both signing with one key, would each believe
 /// it owns the log. The kernel releases it when the process exits, however it exits.
 #[derive(Debug)]
-pub(crate) struct DataDirLock(#[allow(dead_code)] std::fs::File);
+pub(crate) struct DataDirLock {
+    /// The lock lives as long as this open file.
+    _file: std::fs::File,
+}
 
 impl DataDirLock {
     pub fn acquire(dir: &Path) -> anyhow::Result<Self> {
@@ -228,7 +231,7 @@ impl DataDirLock {
             .open(&path)
             .with_context(|| format!("opening `{}`", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(Self(file)),
+            Ok(()) => Ok(Self { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
                 "the data directory `{}` is in use by another clearance process (a running `serve`?): \
                  stop it first, or give this one its own --data-dir",

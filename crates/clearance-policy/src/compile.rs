@@ -321,13 +321,13 @@ fn validate(
 ) -> Result<(), ValidationErrors> {
     let mut scoped: HashMap<EntityUid, Vec<&cedar_policy::Policy>> = HashMap::new();
     let mut rest = PolicySet::new();
+    // Ids are unique in `all`, so adding to a subset cannot fail; if it ever did, the
+    // quick path is skipped and Cedar validates the whole bundle below.
+    let mut split = true;
     for policy in all.policies() {
         match policy.action_constraint() {
             ActionConstraint::Eq(action) => scoped.entry(action).or_default().push(policy),
-            // Ids are unique in `all`, so adding to a subset cannot clash.
-            ActionConstraint::Any | ActionConstraint::In(_) => {
-                let _ = rest.add(policy.clone());
-            }
+            ActionConstraint::Any | ActionConstraint::In(_) => split &= rest.add(policy.clone()).is_ok(),
         }
     }
     let passes = |schema: Schema, policies: &PolicySet| {
@@ -346,7 +346,8 @@ fn validate(
         }
         narrowed_schema(fragment, namespace, action, action_entities).is_some_and(|s| passes(s, &set))
     };
-    let quick = passes(schema.clone(), &rest) && scoped.iter().all(|(action, policies)| one_action(action, policies));
+    let quick =
+        split && passes(schema.clone(), &rest) && scoped.iter().all(|(action, policies)| one_action(action, policies));
     if quick {
         return Ok(());
     }
@@ -508,15 +509,19 @@ pub(crate) fn parse_policies(text: &str) -> Result<Parsed, PolicyError> {
     })
 }
 
-/// Where a statement's effect keyword is (after its comments and annotations), or its
-/// start if neither is found.
+/// Where a statement's effect keyword is: the first line, past its comments and
+/// annotations, that starts with `permit` or `forbid`; or the statement's start.
 fn keyword_start(text: &str, statement: Statement) -> usize {
     let piece = text.get(statement.start..statement.end).unwrap_or_default();
-    ["permit", "forbid"]
-        .iter()
-        .filter_map(|k| piece.find(k))
-        .min()
-        .map_or(statement.start, |at| statement.start + at)
+    let mut at = 0;
+    for line in piece.split_inclusive('\n') {
+        let code = line.trim_start();
+        if code.starts_with("permit") || code.starts_with("forbid") {
+            return statement.start + at + (line.len() - code.len());
+        }
+        at += line.len();
+    }
+    statement.start
 }
 
 /// Where one statement of a policy text lies: from the end of the one before (comments,

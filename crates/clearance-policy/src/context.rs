@@ -148,7 +148,7 @@ fn record_attributes<'a>(
 }
 
 /// Why `value` does not fit the schema type `ty`, naming the first field that does not
-/// (`arguments.amount must be a Long, but it is a string`), or `None` if no reason is
+/// (`context.arguments.amount must be a Long, ...`), or `None` if no reason is
 /// found here (Cedar's own check then speaks). Values are never quoted: arguments may
 /// carry secrets. `common` holds the namespace's common types.
 pub(crate) fn mismatch(

@@ -4,6 +4,8 @@
 //! files must be the same in both (`entity Agent;` twice is fine); two different
 //! declarations of one name are refused, naming both files.
 
+use std::collections::{BTreeMap, HashMap};
+
 use cedar_policy::SchemaFragment;
 use serde_json::{Map, Value};
 
@@ -27,9 +29,10 @@ pub fn merge_schemas(files: &[(String, String)]) -> Result<String, PolicyError> 
 }
 
 fn merged(files: &[(String, String)]) -> Result<String, PolicyError> {
-    // Namespace -> section -> name -> (declaration, the file that made it).
-    let mut namespaces: Map<String, Value> = Map::new();
-    let mut origin: std::collections::HashMap<(String, &str, String), &str> = std::collections::HashMap::new();
+    // (namespace, section) -> declarations, and which file made each declaration.
+    let mut sections: BTreeMap<(String, &str), Map<String, Value>> = BTreeMap::new();
+    let mut annotations: BTreeMap<String, Value> = BTreeMap::new();
+    let mut origin: HashMap<(String, &str, String), &str> = HashMap::new();
     for (file, text) in files {
         let (fragment, _) =
             SchemaFragment::from_cedarschema_str(text).map_err(|e| PolicyError::Schema(messages(file, text, 0, &e)))?;
@@ -38,21 +41,14 @@ fn merged(files: &[(String, String)]) -> Result<String, PolicyError> {
             .map_err(|e| PolicyError::Schema(vec![format!("{file}: {e}")]))?;
         let Value::Object(spaces) = json else { continue };
         for (namespace, body) in spaces {
-            let target = namespaces
-                .entry(namespace.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
+            // Annotations on a namespace are kept from the first file that has them.
+            if let Some(a) = body.get("annotations") {
+                annotations.entry(namespace.clone()).or_insert_with(|| a.clone());
+            }
             for (section, what) in SECTIONS {
-                let Some(declared) = body.get(section).and_then(Value::as_object) else {
-                    continue;
-                };
-                let Some(into) = target
-                    .as_object_mut()
-                    .map(|t| t.entry(section.to_owned()).or_insert_with(|| Value::Object(Map::new())))
-                else {
-                    continue;
-                };
-                let Some(into) = into.as_object_mut() else { continue };
-                for (name, decl) in declared {
+                // Every namespace gets each section, empty if no file declares any.
+                let into = sections.entry((namespace.clone(), section)).or_default();
+                for (name, decl) in body.get(section).and_then(Value::as_object).into_iter().flatten() {
                     let key = (namespace.clone(), section, name.clone());
                     match into.get(name) {
                         None => {
@@ -75,13 +71,23 @@ fn merged(files: &[(String, String)]) -> Result<String, PolicyError> {
                     }
                 }
             }
-            // Annotations on a namespace are kept from the first file that has them.
-            if let (Some(annotations), Some(t)) = (body.get("annotations"), target.as_object_mut()) {
-                t.entry("annotations").or_insert_with(|| annotations.clone());
-            }
         }
     }
-    let fragment = SchemaFragment::from_json_value(Value::Object(namespaces))
+    let mut namespaces: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for ((namespace, section), declared) in sections {
+        namespaces
+            .entry(namespace)
+            .or_default()
+            .insert(section.to_owned(), Value::Object(declared));
+    }
+    for (namespace, a) in annotations {
+        namespaces.entry(namespace).or_default().insert("annotations".into(), a);
+    }
+    let whole: Map<String, Value> = namespaces
+        .into_iter()
+        .map(|(n, body)| (n, Value::Object(body)))
+        .collect();
+    let fragment = SchemaFragment::from_json_value(Value::Object(whole))
         .map_err(|e| PolicyError::Schema(vec![format!("the merged schema: {e}")]))?;
     fragment
         .to_cedarschema()

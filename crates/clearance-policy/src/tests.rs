@@ -585,7 +585,7 @@ fn errors_and_warnings_say_where_they_are() {
 
     let unnamed = CompiledPolicy::compile(&bundle(
         SCHEMA,
-        "// x\npermit(principal, action == Action::\"refund\", resource);\n\n  forbid(principal, action, resource) when { false };",
+        "// x\npermit(principal, action == Action::\"refund\", resource);\n\n// may forbid nothing\n  forbid(principal, action, resource) when { false };",
     ))
     .unwrap();
     let warnings = unnamed.warnings();
@@ -595,7 +595,8 @@ fn errors_and_warnings_say_where_they_are() {
         "{warnings:?}"
     );
     assert!(
-        warnings[1].starts_with("policies:4:3: this policy has no @id"),
+        // At the keyword, not at the comment above it that mentions it.
+        warnings[1].starts_with("policies:5:3: this policy has no @id"),
         "{warnings:?}"
     );
     assert!(warnings[1].contains("`policy1`"), "{warnings:?}");
